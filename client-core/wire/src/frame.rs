@@ -1,0 +1,183 @@
+//! The frames of a tern session.
+//!
+//! A session is one bidirectional QUIC stream opened by the client. The client's first
+//! frame is [`Up::Hello`]; the gateway answers [`Down::Welcome`] or [`Down::Close`].
+//! Every request carries a client-chosen request id (`req`, small and increasing) and
+//! gets exactly one response carrying the same id: [`Down::Ok`], [`Down::Fail`],
+//! [`Down::Presence`] or [`Down::Receipt`]. Everything else the gateway sends is pushed:
+//! [`Down::Notify`], [`Down::Deliver`], [`Down::Close`].
+//!
+//! Variants are append-only: their position is their wire tag. Never reorder, never
+//! remove, never add a field to an existing variant; a new version adds variants or a new
+//! ALPN.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::message::{InboxItem, Message, ReceiptStatus};
+use crate::presence::{Presence, PresenceDoc};
+use crate::types::{Name, Text};
+
+/// A request id, chosen by the client, echoed in the response.
+pub type ReqId = u32;
+
+/// Client to gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Up {
+    /// 0: opens the session. Must be the first frame, exactly once.
+    Hello(Hello),
+    /// 1: replaces the presentity's presence information with this.
+    Publish {
+        /// Request id.
+        req: ReqId,
+        /// The new presence information.
+        presence: Presence,
+    },
+    /// 2: fetches a presentity's presence once; answered with [`Down::Presence`].
+    Fetch {
+        /// Request id.
+        req: ReqId,
+        /// The presentity.
+        target: Name,
+    },
+    /// 3: subscribes the session's principal to a presentity; answered with
+    /// [`Down::Presence`] (the current document), then [`Down::Notify`] on every change.
+    Subscribe {
+        /// Request id.
+        req: ReqId,
+        /// The presentity.
+        target: Name,
+    },
+    /// 4: ends a subscription; nothing more is sent about it once answered.
+    Unsubscribe {
+        /// Request id.
+        req: ReqId,
+        /// The presentity.
+        target: Name,
+    },
+    /// 5: sends an instant message; answered with [`Down::Receipt`].
+    Send {
+        /// Request id.
+        req: ReqId,
+        /// The message.
+        msg: Message,
+    },
+    /// 6: acknowledges every inbox item up to and including sequence number `upto`.
+    Ack {
+        /// The highest sequence number received, cumulative.
+        upto: u64,
+    },
+    /// 7: says goodbye: the gateway closes the session and marks the presentity
+    /// CLOSED at once (if this was its last session).
+    Bye,
+}
+
+/// The opening frame. Its first field is the version, in every version, so that a
+/// gateway can tell which layout follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version; [`crate::VERSION`].
+    pub version: u16,
+    /// The principal's identifier, `local@domain`.
+    pub user: Name,
+    /// The access token provisioned for the principal.
+    pub token: Text,
+}
+
+/// Gateway to client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Down {
+    /// 0: the session is open.
+    Welcome(Welcome),
+    /// 1: the request succeeded and has nothing to return.
+    Ok {
+        /// Request id.
+        req: ReqId,
+    },
+    /// 2: the request failed; nothing was changed.
+    Fail {
+        /// Request id.
+        req: ReqId,
+        /// Why.
+        code: ErrorCode,
+        /// Why, for people.
+        text: Text,
+    },
+    /// 3: a presence document, answering `Fetch` or `Subscribe`.
+    Presence {
+        /// Request id.
+        req: ReqId,
+        /// The document as this watcher may see it.
+        doc: PresenceDoc,
+    },
+    /// 4: the receipt for a `Send`.
+    Receipt {
+        /// Request id.
+        req: ReqId,
+        /// What became of the message.
+        status: ReceiptStatus,
+    },
+    /// 5: a subscribed presentity's presence changed; this is its new document.
+    Notify {
+        /// The document as this watcher may see it.
+        doc: PresenceDoc,
+    },
+    /// 6: an inbox item; acknowledge it with [`Up::Ack`].
+    Deliver {
+        /// Position in the principal's inbox log, increasing by one per item.
+        seq: u64,
+        /// The item.
+        item: InboxItem,
+    },
+    /// 7: the gateway closes the session for this reason; nothing follows.
+    Close {
+        /// Why.
+        code: ErrorCode,
+        /// Why, for people.
+        text: Text,
+    },
+}
+
+/// The gateway's answer to a good [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version the gateway speaks on this session.
+    pub version: u16,
+    /// The principal's normalised identifier, as the gateway will stamp it.
+    pub user: Name,
+    /// Largest frame the gateway accepts, bytes.
+    pub frame_max: u32,
+    /// Largest message body the gateway accepts, bytes.
+    pub body_max: u32,
+    /// The gateway's clock, Unix milliseconds.
+    pub time: u64,
+}
+
+impl Up {
+    /// The request id, for frames that are requests.
+    pub fn req(&self) -> Option<ReqId> {
+        match self {
+            Self::Publish { req, .. }
+            | Self::Fetch { req, .. }
+            | Self::Subscribe { req, .. }
+            | Self::Unsubscribe { req, .. }
+            | Self::Send { req, .. } => Some(*req),
+            Self::Hello(_) | Self::Ack { .. } | Self::Bye => None,
+        }
+    }
+}
+
+impl Down {
+    /// The request id, for frames that answer a request.
+    pub fn req(&self) -> Option<ReqId> {
+        match self {
+            Self::Ok { req }
+            | Self::Fail { req, .. }
+            | Self::Presence { req, .. }
+            | Self::Receipt { req, .. } => Some(*req),
+            Self::Welcome(_) | Self::Notify { .. } | Self::Deliver { .. } | Self::Close { .. } => {
+                None
+            }
+        }
+    }
+}

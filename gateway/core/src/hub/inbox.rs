@@ -1,0 +1,292 @@
+//! The instant-message service: routing to inbox logs, delivering them in order within
+//! a window, de-duplicating resends, and receipts (RFC 2779 4.2.1, 5.4.1, 5.4.2).
+//!
+//! A message is appended to the recipient's inbox log (durable) before anything is
+//! answered. If the recipient is online the send request waits, up to
+//! `delivery_wait_ms`, for the recipient's acknowledgement and is answered `Delivered`;
+//! otherwise it is answered `Stored`, and when the recipient later acknowledges it a
+//! [`LateReceipt`] is appended to the sender's own inbox log.
+
+use tern_wire::addr::Address;
+use tern_wire::frame::ReqId;
+use tern_wire::{Down, ErrorCode, InboxItem, Incoming, LateReceipt, Message, ReceiptStatus};
+
+use super::session::ConnState;
+use super::{ConnId, Hub, Millis, Pending};
+use crate::store::{SentRecord, Store, StoreError};
+use crate::validate;
+
+impl Hub {
+    pub(super) fn send_message(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        sender: &str,
+        req: ReqId,
+        msg: Message,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        if !self.im_enabled(sender) {
+            self.fail(
+                conn,
+                req,
+                ErrorCode::SERVICE_DISABLED,
+                "instant messages are off",
+            );
+            return Ok(());
+        }
+        if let Err((code, why)) = validate::message(&msg) {
+            self.fail(conn, req, code, why);
+            return Ok(());
+        }
+        if let Some(sent) = store.sent(sender, &msg.id)? {
+            // A resend of an accepted message: answer its status, deliver nothing.
+            let status = if store.inbox_contains(&sent.owner, sent.seq)? {
+                ReceiptStatus::Stored
+            } else {
+                ReceiptStatus::Delivered
+            };
+            self.send(conn, Down::Receipt { req, status });
+            return Ok(());
+        }
+        let (owner, incoming) = match self.route(now, sender, msg, store)? {
+            Ok(routed) => routed,
+            Err(code) => {
+                let status = ReceiptStatus::Failed(code);
+                self.send(conn, Down::Receipt { req, status });
+                return Ok(());
+            }
+        };
+        let id = incoming.id.clone();
+        let seq = store.inbox_push(&owner, &InboxItem::Message(incoming))?;
+        let record = SentRecord {
+            owner: owner.clone(),
+            seq,
+        };
+        store.put_sent(sender, &id, record)?;
+        if self.online.contains_key(&owner) {
+            let deadline = now.saturating_add(self.config.delivery_wait_ms);
+            self.pending.insert(
+                (owner.clone(), seq),
+                Pending {
+                    conn,
+                    req,
+                    deadline,
+                },
+            );
+            self.deadlines.insert((deadline, owner.clone(), seq));
+            self.deliver_to_principal(&owner, store)?;
+        } else {
+            let status = ReceiptStatus::Stored;
+            self.send(conn, Down::Receipt { req, status });
+        }
+        Ok(())
+    }
+
+    /// Finds the inbox a message goes to and stamps what the gateway vouches for.
+    fn route(
+        &self,
+        now: Millis,
+        sender: &str,
+        msg: Message,
+        store: &dyn Store,
+    ) -> Result<Result<(String, Incoming), ErrorCode>, StoreError> {
+        let Ok(to) = Address::parse(&msg.to) else {
+            return Ok(Err(ErrorCode::BAD_ADDRESS));
+        };
+        let reply_to = match msg.reply_to.as_deref().map(Address::parse) {
+            None => None,
+            Some(Ok(address)) => Some(address.into_string()),
+            Some(Err(_)) => return Ok(Err(ErrorCode::BAD_ADDRESS)),
+        };
+        let Some(domain) = self.config.domain(to.domain()) else {
+            return Ok(Err(ErrorCode::UNROUTABLE));
+        };
+        if !domain.im {
+            return Ok(Err(ErrorCode::SERVICE_DISABLED));
+        }
+        if msg.body.len() > self.config.body_max as usize {
+            return Ok(Err(ErrorCode::TOO_LARGE));
+        }
+        let Some(owner) = store.inbox_owner(to.as_str())? else {
+            return Ok(Err(ErrorCode::UNKNOWN_USER));
+        };
+        let incoming = Incoming {
+            id: msg.id,
+            from: sender.into(),
+            to: to.into_string(),
+            reply_to,
+            content_type: msg.content_type,
+            body: msg.body,
+            sent: now,
+        };
+        Ok(Ok((owner, incoming)))
+    }
+
+    /// A cumulative acknowledgement from one of the principal's sessions.
+    pub(super) fn ack(
+        &mut self,
+        conn: ConnId,
+        user: &str,
+        upto: u64,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        // A session may only acknowledge what it was sent.
+        let Some(ConnState::Active(session)) = self.conns.get(&conn) else {
+            return Ok(());
+        };
+        let upto = upto.min(session.pushed);
+        let acked = store.inbox_ack(user, upto)?;
+        let conns = self.online.get(user).cloned().unwrap_or_default();
+        for c in conns {
+            if let Some(ConnState::Active(s)) = self.conns.get_mut(&c) {
+                while s.in_flight.front().is_some_and(|seq| *seq <= upto) {
+                    s.in_flight.pop_front();
+                }
+                s.pushed = s.pushed.max(upto);
+            }
+        }
+        for (seq, item) in acked {
+            if let InboxItem::Message(msg) = item {
+                self.delivered(user, seq, msg, store)?;
+            }
+        }
+        self.deliver_to_principal(user, store)
+    }
+
+    /// A message left the inbox acknowledged: tell its sender.
+    fn delivered(
+        &mut self,
+        owner: &str,
+        seq: u64,
+        msg: Incoming,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        if let Some(pending) = self.pending.remove(&(owner.to_string(), seq)) {
+            self.deadlines
+                .remove(&(pending.deadline, owner.to_string(), seq));
+            let status = ReceiptStatus::Delivered;
+            self.send(
+                pending.conn,
+                Down::Receipt {
+                    req: pending.req,
+                    status,
+                },
+            );
+            return Ok(());
+        }
+        let sender_has_inbox = store.user(&msg.from)?.is_some_and(|u| u.inbox);
+        if !sender_has_inbox {
+            return Ok(());
+        }
+        let receipt = LateReceipt {
+            id: msg.id,
+            to: msg.to,
+            status: ReceiptStatus::Delivered,
+        };
+        store.inbox_push(&msg.from, &InboxItem::Receipt(receipt))?;
+        self.deliver_to_principal(&msg.from, store)
+    }
+
+    /// Pushes what each online session of the principal has room for.
+    fn deliver_to_principal(&mut self, owner: &str, store: &dyn Store) -> Result<(), StoreError> {
+        let conns = self.online.get(owner).cloned().unwrap_or_default();
+        for conn in conns {
+            self.deliver_more(conn, store)?;
+        }
+        Ok(())
+    }
+
+    /// Pushes the next inbox items to a session, up to its window.
+    pub(super) fn deliver_more(
+        &mut self,
+        conn: ConnId,
+        store: &dyn Store,
+    ) -> Result<(), StoreError> {
+        let window = self.config.inbox_window;
+        let Some(ConnState::Active(session)) = self.conns.get(&conn) else {
+            return Ok(());
+        };
+        let room = window.saturating_sub(session.in_flight.len() as u64);
+        if room == 0 {
+            return Ok(());
+        }
+        let items = store.inbox_after(&session.user, session.pushed, room as usize)?;
+        let Some(ConnState::Active(session)) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        if let Some((last, _)) = items.last() {
+            session.pushed = *last;
+        }
+        session.in_flight.extend(items.iter().map(|(seq, _)| *seq));
+        for (seq, item) in items {
+            self.send(conn, Down::Deliver { seq, item });
+        }
+        Ok(())
+    }
+
+    /// Send requests waiting past their deadline are answered `Stored`.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        while let Some((at, owner, seq)) = self.deadlines.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(pending) = self.pending.remove(&(owner, seq)) {
+                let status = ReceiptStatus::Stored;
+                self.send(
+                    pending.conn,
+                    Down::Receipt {
+                        req: pending.req,
+                        status,
+                    },
+                );
+            }
+        }
+        self.publish_staged();
+    }
+
+    /// The recipient went out of contact: everyone waiting on it hears `Stored` now.
+    pub(super) fn release_waiting_senders(&mut self, owner: &str) {
+        let keys: Vec<(String, u64)> = self
+            .pending
+            .keys()
+            .filter(|(o, _)| o == owner)
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some(pending) = self.pending.remove(&key) {
+                self.deadlines.remove(&(pending.deadline, key.0, key.1));
+                let status = ReceiptStatus::Stored;
+                self.send(
+                    pending.conn,
+                    Down::Receipt {
+                        req: pending.req,
+                        status,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A connection closed: its waiting send requests can no longer be answered; their
+    /// messages will be receipted late, through the sender's inbox.
+    pub(super) fn forget_departed(&mut self, conn: ConnId) {
+        let keys: Vec<(String, u64)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.conn == conn)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(pending) = self.pending.remove(&key) {
+                self.deadlines.remove(&(pending.deadline, key.0, key.1));
+            }
+        }
+    }
+
+    fn im_enabled(&self, user: &str) -> bool {
+        let domain = user.rsplit_once('@').map_or("", |(_, d)| d);
+        self.config.domain(domain).is_some_and(|d| d.im)
+    }
+}

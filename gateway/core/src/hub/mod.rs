@@ -1,0 +1,206 @@
+//! The [`Hub`]: every session of the gateway and the services behind them, as one
+//! state machine.
+//!
+//! ## How to drive it
+//! The runtime calls, for each connection, [`Hub::handle_connect`] once, then
+//! [`Hub::handle_frame`] for every decoded frame (or [`Hub::handle_bad_frame`] when the
+//! bytes did not decode), and [`Hub::handle_disconnect`] when the connection is gone for
+//! any reason (goodbye, idle timeout, error). It calls [`Hub::handle_timeout`] when the
+//! time returned by [`Hub::poll_timeout`] has come. After each call it drains
+//! [`Hub::poll_action`] and carries the actions out, in order.
+//!
+//! Calls that take a [`Store`] get the runtime's open transaction. A call that returns
+//! `Err` met a storage failure: the runtime rolls back that call's writes; the hub has
+//! already answered the request `internal` and kept its memory consistent with the
+//! store (it writes the store first and changes memory after). Actions must not leave
+//! the gateway before the transaction that produced them commits.
+//!
+//! Time is Unix milliseconds ([`Millis`]), passed in; the hub never reads a clock.
+
+mod inbox;
+mod presence;
+mod session;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use tern_wire::frame::ReqId;
+use tern_wire::{Down, ErrorCode, PresenceDoc};
+
+use crate::config::HubConfig;
+use crate::store::{Store, StoreError};
+
+pub use session::ConnState;
+
+/// Identifies one client connection; chosen by the runtime, never reused while live.
+pub type ConnId = u64;
+/// Unix time in milliseconds.
+pub type Millis = u64;
+
+/// What the hub asks the runtime to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send this frame on the connection's session stream.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The frame.
+        frame: Down,
+    },
+    /// Send `Down::Close { code, text }` on the session stream, then close the
+    /// connection with `code` as the QUIC application error code.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        code: ErrorCode,
+        /// Why, for people.
+        text: String,
+    },
+}
+
+/// A send request waiting for the online recipient's acknowledgement.
+#[derive(Debug, Clone)]
+struct Pending {
+    conn: ConnId,
+    req: ReqId,
+    deadline: Millis,
+}
+
+/// The gateway's state machine. See the module documentation for the calling order.
+#[derive(Debug)]
+pub struct Hub {
+    config: HubConfig,
+    conns: HashMap<ConnId, ConnState>,
+    /// Principal → its live sessions.
+    online: HashMap<String, Vec<ConnId>>,
+    /// Presentity → principals subscribed to it.
+    watchers: HashMap<String, BTreeSet<String>>,
+    /// Principal → presentities it subscribes to.
+    watching: HashMap<String, BTreeSet<String>>,
+    /// Presence documents read or written since start.
+    docs: HashMap<String, PresenceDoc>,
+    /// (inbox owner, seq) → the send request waiting for its delivery.
+    pending: HashMap<(String, u64), Pending>,
+    /// Deadlines of `pending`, earliest first.
+    deadlines: BTreeSet<(Millis, String, u64)>,
+    /// Actions of the call in progress; published to `actions` when it succeeds.
+    staged: Vec<Action>,
+    actions: VecDeque<Action>,
+}
+
+impl Hub {
+    /// A hub with no sessions. Call [`Self::load`] before the first connection.
+    pub fn new(config: HubConfig) -> Self {
+        Self {
+            config,
+            conns: HashMap::new(),
+            online: HashMap::new(),
+            watchers: HashMap::new(),
+            watching: HashMap::new(),
+            docs: HashMap::new(),
+            pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            staged: Vec::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Loads the durable subscriptions into the hub's indexes.
+    pub fn load(&mut self, store: &dyn Store) -> Result<(), StoreError> {
+        for (watcher, target) in store.subscriptions()? {
+            self.index_subscription(&watcher, &target);
+        }
+        Ok(())
+    }
+
+    /// The configuration the hub runs with.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// A new connection: its first frame must be `Hello`.
+    pub fn handle_connect(&mut self, _now: Millis, conn: ConnId) {
+        self.conns.insert(conn, ConnState::AwaitHello);
+    }
+
+    /// The next action to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.deadlines.first().map(|(at, _, _)| *at)
+    }
+
+    /// Live sessions of a principal.
+    pub fn sessions_of(&self, principal: &str) -> usize {
+        self.online.get(principal).map_or(0, Vec::len)
+    }
+
+    /// Live connections, in any state.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Principals subscribed to a presentity.
+    pub fn watchers_of(&self, presentity: &str) -> Vec<String> {
+        self.watchers
+            .get(presentity)
+            .map(|w| w.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn emit(&mut self, action: Action) {
+        self.staged.push(action);
+    }
+
+    fn send(&mut self, conn: ConnId, frame: Down) {
+        self.emit(Action::Send { conn, frame });
+    }
+
+    fn fail(&mut self, conn: ConnId, req: ReqId, code: ErrorCode, text: &str) {
+        self.send(
+            conn,
+            Down::Fail {
+                req,
+                code,
+                text: text.into(),
+            },
+        );
+    }
+
+    /// Publishes the staged actions of a call that succeeded.
+    fn publish_staged(&mut self) {
+        self.actions.extend(self.staged.drain(..));
+    }
+
+    fn index_subscription(&mut self, watcher: &str, target: &str) {
+        self.watchers
+            .entry(target.into())
+            .or_default()
+            .insert(watcher.into());
+        self.watching
+            .entry(watcher.into())
+            .or_default()
+            .insert(target.into());
+    }
+
+    fn unindex_subscription(&mut self, watcher: &str, target: &str) {
+        if let Some(set) = self.watchers.get_mut(target) {
+            set.remove(watcher);
+            if set.is_empty() {
+                self.watchers.remove(target);
+            }
+        }
+        if let Some(set) = self.watching.get_mut(watcher) {
+            set.remove(target);
+            if set.is_empty() {
+                self.watching.remove(watcher);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

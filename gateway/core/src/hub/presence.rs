@@ -1,0 +1,223 @@
+//! The presence service: publish, fetch, subscribe, unsubscribe, notify, and the
+//! CLOSED document of a presentity that went out of contact (RFC 2779 3.2).
+//!
+//! A presentity's document is the last one published, stamped by the gateway. Fetch
+//! and subscribe work whether or not the presentity is in contact (3.2.1, 3.2.2): they
+//! answer with the stored document, or an empty one (reads CLOSED) if it never
+//! published. Subscriptions are durable; a watcher gets the current document of each
+//! subscription when its session opens.
+
+use tern_wire::addr::Address;
+use tern_wire::frame::ReqId;
+use tern_wire::{Basic, Down, ErrorCode, Presence, PresenceDoc};
+
+use super::{ConnId, Hub, Millis};
+use crate::store::{Store, StoreError};
+use crate::validate::{self, Rejection};
+
+impl Hub {
+    pub(super) fn publish(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        user: &str,
+        req: ReqId,
+        presence: Presence,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let allowed = self.presence_enabled(user) && self.has_presentity(conn);
+        if !allowed {
+            let text = "this principal has no presentity, or presence is off";
+            self.fail(conn, req, ErrorCode::SERVICE_DISABLED, text);
+            return Ok(());
+        }
+        if let Err((code, why)) = validate::presence(&presence) {
+            self.fail(conn, req, code, why);
+            return Ok(());
+        }
+        let doc = PresenceDoc {
+            presentity: user.into(),
+            updated: now,
+            presence,
+        };
+        store.put_presence(&doc)?;
+        self.send(conn, Down::Ok { req });
+        self.set_doc(doc);
+        Ok(())
+    }
+
+    pub(super) fn fetch(
+        &mut self,
+        conn: ConnId,
+        _user: &str,
+        req: ReqId,
+        target: &str,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        match self.resolve_presentity(target, store)? {
+            Ok(target) => {
+                let doc = self.current_doc(&target, store)?;
+                self.send(conn, Down::Presence { req, doc });
+            }
+            Err((code, why)) => self.fail(conn, req, code, why),
+        }
+        Ok(())
+    }
+
+    pub(super) fn subscribe(
+        &mut self,
+        conn: ConnId,
+        user: &str,
+        req: ReqId,
+        target: &str,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let target = match self.resolve_presentity(target, store)? {
+            Ok(target) => target,
+            Err((code, why)) => {
+                self.fail(conn, req, code, why);
+                return Ok(());
+            }
+        };
+        store.add_subscription(user, &target)?;
+        let doc = self.current_doc(&target, store)?;
+        self.index_subscription(user, &target);
+        self.send(conn, Down::Presence { req, doc });
+        Ok(())
+    }
+
+    pub(super) fn unsubscribe(
+        &mut self,
+        conn: ConnId,
+        user: &str,
+        req: ReqId,
+        target: &str,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let Ok(target) = Address::parse(target) else {
+            self.fail(
+                conn,
+                req,
+                ErrorCode::BAD_ADDRESS,
+                "not a local@domain address",
+            );
+            return Ok(());
+        };
+        // Idempotent: ending a subscription that does not exist succeeds.
+        store.remove_subscription(user, target.as_str())?;
+        self.unindex_subscription(user, target.as_str());
+        self.send(conn, Down::Ok { req });
+        Ok(())
+    }
+
+    /// On a new session: the current document of everything its principal watches.
+    pub(super) fn send_subscribed_presence(
+        &mut self,
+        conn: ConnId,
+        user: &str,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let targets: Vec<String> = self
+            .watching
+            .get(user)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        for target in targets {
+            let doc = self.current_doc(&target, store)?;
+            self.send(conn, Down::Notify { doc });
+        }
+        Ok(())
+    }
+
+    /// The principal's last session ended: an OPEN presentity becomes CLOSED for its
+    /// watchers (3.2.4, 3.2.5). Notes and contact addresses stay; availability goes.
+    pub(super) fn mark_out_of_contact(
+        &mut self,
+        now: Millis,
+        user: &str,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let doc = self.current_doc(user, store)?;
+        if !doc.presence.is_open() {
+            return Ok(());
+        }
+        let mut closed = doc;
+        closed.updated = now;
+        for tuple in &mut closed.presence.tuples {
+            tuple.basic = Basic::Closed;
+            tuple.availability = None;
+        }
+        store.put_presence(&closed)?;
+        self.set_doc(closed);
+        Ok(())
+    }
+
+    /// Stores a new document in the cache and notifies every online watcher.
+    fn set_doc(&mut self, doc: PresenceDoc) {
+        let watchers: Vec<String> = self
+            .watchers
+            .get(&doc.presentity)
+            .map(|w| w.iter().cloned().collect())
+            .unwrap_or_default();
+        for watcher in watchers {
+            let conns = self.online.get(&watcher).cloned().unwrap_or_default();
+            for conn in conns {
+                self.send(conn, Down::Notify { doc: doc.clone() });
+            }
+        }
+        self.docs.insert(doc.presentity.clone(), doc);
+    }
+
+    fn current_doc(&mut self, target: &str, store: &dyn Store) -> Result<PresenceDoc, StoreError> {
+        if let Some(doc) = self.docs.get(target) {
+            return Ok(doc.clone());
+        }
+        let doc = store.presence(target)?.unwrap_or_else(|| PresenceDoc {
+            presentity: target.into(),
+            updated: 0,
+            presence: Presence::default(),
+        });
+        self.docs.insert(target.into(), doc.clone());
+        Ok(doc)
+    }
+
+    /// Normalises a presentity address and checks that this gateway serves it.
+    fn resolve_presentity(
+        &self,
+        target: &str,
+        store: &dyn Store,
+    ) -> Result<Result<String, Rejection>, StoreError> {
+        let Ok(address) = Address::parse(target) else {
+            return Ok(Err((ErrorCode::BAD_ADDRESS, "not a local@domain address")));
+        };
+        let Some(domain) = self.config.domain(address.domain()) else {
+            return Ok(Err((
+                ErrorCode::UNROUTABLE,
+                "domain not served by this gateway",
+            )));
+        };
+        if !domain.presence {
+            return Ok(Err((
+                ErrorCode::SERVICE_DISABLED,
+                "presence is off in that domain",
+            )));
+        }
+        let exists = store
+            .user(address.as_str())?
+            .is_some_and(|user| user.presentity);
+        Ok(if exists {
+            Ok(address.into_string())
+        } else {
+            Err((ErrorCode::UNKNOWN_USER, "no such presentity"))
+        })
+    }
+
+    fn presence_enabled(&self, user: &str) -> bool {
+        let domain = user.rsplit_once('@').map_or("", |(_, d)| d);
+        self.config.domain(domain).is_some_and(|d| d.presence)
+    }
+
+    fn has_presentity(&self, conn: ConnId) -> bool {
+        matches!(self.conns.get(&conn), Some(super::ConnState::Active(s)) if s.presentity)
+    }
+}

@@ -1,0 +1,862 @@
+//! The hub driven without sockets: frames in, actions out, time passed by hand.
+
+use tern_wire::frame::Welcome;
+use tern_wire::{
+    Availability, Basic, Down, ErrorCode, Hello, InboxItem, Message, Presence, ReceiptStatus,
+    Tuple, Up, VERSION,
+};
+
+use super::*;
+use crate::auth::hash_token;
+use crate::config::DomainConfig;
+use crate::store::{MemStore, UserRecord};
+
+struct World {
+    hub: Hub,
+    store: MemStore,
+    now: Millis,
+}
+
+fn user(address: &str) -> UserRecord {
+    UserRecord {
+        address: address.into(),
+        token_hash: hash_token(&format!("token-{address}")),
+        presentity: true,
+        inbox: true,
+        aliases: Vec::new(),
+        created: 0,
+    }
+}
+
+fn open(note: &str) -> Presence {
+    Presence {
+        tuples: vec![Tuple {
+            id: "phone".into(),
+            basic: Basic::Open,
+            availability: Some(Availability::AVAILABLE),
+            contact: Some("tern:x@example.com".into()),
+            note: Some(note.into()),
+            at: None,
+            ext: Vec::new(),
+        }],
+        card: Vec::new(),
+    }
+}
+
+fn msg(id: u8, to: &str, body: &str) -> Message {
+    Message {
+        id: vec![id; 16],
+        to: to.into(),
+        reply_to: None,
+        content_type: None,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+impl World {
+    fn new() -> Self {
+        let config = HubConfig {
+            domains: vec![
+                DomainConfig::new("example.com"),
+                DomainConfig::new("other.org"),
+            ],
+            ..HubConfig::default()
+        };
+        let mut store = MemStore::default();
+        for u in ["alice@example.com", "bob@example.com", "carol@other.org"] {
+            store.put_user(&user(u)).unwrap();
+        }
+        let mut hub = Hub::new(config);
+        hub.load(&store).unwrap();
+        Self {
+            hub,
+            store,
+            now: 1_000,
+        }
+    }
+
+    fn restart(&mut self) {
+        let mut hub = Hub::new(self.hub.config().clone());
+        hub.load(&self.store).unwrap();
+        self.hub = hub;
+    }
+
+    fn frame(&mut self, conn: ConnId, frame: Up) -> Vec<Action> {
+        self.hub
+            .handle_frame(self.now, conn, frame, &mut self.store)
+            .unwrap();
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.hub.poll_action()).collect()
+    }
+
+    fn login(&mut self, conn: ConnId, who: &str) -> Vec<Action> {
+        self.hub.handle_connect(self.now, conn);
+        let hello = Hello {
+            version: VERSION,
+            user: who.into(),
+            token: format!("token-{}", who.to_lowercase()),
+        };
+        self.frame(conn, Up::Hello(hello))
+    }
+
+    fn disconnect(&mut self, conn: ConnId) -> Vec<Action> {
+        self.hub
+            .handle_disconnect(self.now, conn, &mut self.store)
+            .unwrap();
+        self.drain()
+    }
+}
+
+fn frames_to(actions: &[Action], to: ConnId) -> Vec<Down> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { conn, frame } if *conn == to => Some(frame.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed_with(actions: &[Action], to: ConnId) -> Option<ErrorCode> {
+    actions.iter().find_map(|a| match a {
+        Action::Close { conn, code, .. } if *conn == to => Some(*code),
+        _ => None,
+    })
+}
+
+#[test]
+fn hello_with_right_token_is_welcomed_with_normalised_user() {
+    let mut w = World::new();
+    let actions = w.login(1, "Alice@EXAMPLE.com");
+    let frames = frames_to(&actions, 1);
+    assert!(matches!(
+        &frames[0],
+        Down::Welcome(Welcome { user, version: VERSION, .. }) if user == "alice@example.com"
+    ));
+    assert_eq!(w.hub.sessions_of("alice@example.com"), 1);
+}
+
+#[test]
+fn wrong_token_unknown_user_and_foreign_domain_are_unauthorized() {
+    let mut w = World::new();
+    for (conn, who, token) in [
+        (1, "alice@example.com", "nope"),
+        (2, "zed@example.com", "token-zed@example.com"),
+        (3, "alice@elsewhere.net", "token-alice@example.com"),
+    ] {
+        w.hub.handle_connect(w.now, conn);
+        let hello = Hello {
+            version: VERSION,
+            user: who.into(),
+            token: token.into(),
+        };
+        let actions = w.frame(conn, Up::Hello(hello));
+        assert_eq!(closed_with(&actions, conn), Some(ErrorCode::UNAUTHORIZED));
+    }
+    assert_eq!(w.hub.sessions_of("alice@example.com"), 0);
+}
+
+#[test]
+fn requests_before_hello_and_second_hello_are_protocol_errors() {
+    let mut w = World::new();
+    w.hub.handle_connect(w.now, 1);
+    let actions = w.frame(1, Up::Ack { upto: 1 });
+    assert_eq!(closed_with(&actions, 1), Some(ErrorCode::PROTOCOL));
+    w.login(2, "bob@example.com");
+    let hello = Hello {
+        version: VERSION,
+        user: "bob@example.com".into(),
+        token: "token-bob@example.com".into(),
+    };
+    let actions = w.frame(2, Up::Hello(hello));
+    assert_eq!(closed_with(&actions, 2), Some(ErrorCode::PROTOCOL));
+}
+
+#[test]
+fn unsupported_version_is_refused() {
+    let mut w = World::new();
+    w.hub.handle_connect(w.now, 1);
+    let hello = Hello {
+        version: 99,
+        user: "alice@example.com".into(),
+        token: "token-alice@example.com".into(),
+    };
+    let actions = w.frame(1, Up::Hello(hello));
+    assert_eq!(
+        closed_with(&actions, 1),
+        Some(ErrorCode::UNSUPPORTED_VERSION)
+    );
+}
+
+#[test]
+fn subscriber_gets_current_presence_then_every_change_until_unsubscribed() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.login(2, "bob@example.com");
+    w.frame(
+        1,
+        Up::Publish {
+            req: 1,
+            presence: open("hi"),
+        },
+    );
+    let sub = w.frame(
+        2,
+        Up::Subscribe {
+            req: 7,
+            target: "ALICE@example.com".into(),
+        },
+    );
+    let Down::Presence { req: 7, doc } = &frames_to(&sub, 2)[0] else {
+        panic!("subscribe must answer with the document: {sub:?}");
+    };
+    assert_eq!(doc.presentity, "alice@example.com");
+    assert_eq!(doc.presence, open("hi"));
+
+    let change = w.frame(
+        1,
+        Up::Publish {
+            req: 2,
+            presence: open("lunch"),
+        },
+    );
+    assert!(matches!(&frames_to(&change, 1)[0], Down::Ok { req: 2 }));
+    let Down::Notify { doc } = &frames_to(&change, 2)[0] else {
+        panic!("watcher must be notified: {change:?}");
+    };
+    assert_eq!(doc.presence.tuples[0].note.as_deref(), Some("lunch"));
+
+    let unsub = w.frame(
+        2,
+        Up::Unsubscribe {
+            req: 8,
+            target: "alice@example.com".into(),
+        },
+    );
+    assert!(matches!(&frames_to(&unsub, 2)[0], Down::Ok { req: 8 }));
+    let after = w.frame(
+        1,
+        Up::Publish {
+            req: 3,
+            presence: open("back"),
+        },
+    );
+    assert!(
+        frames_to(&after, 2).is_empty(),
+        "nothing after unsubscribe: {after:?}"
+    );
+}
+
+#[test]
+fn fetch_and_subscribe_work_while_presentity_is_out_of_contact() {
+    let mut w = World::new();
+    w.login(2, "bob@example.com");
+    let fetched = w.frame(
+        2,
+        Up::Fetch {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+    let Down::Presence { doc, .. } = &frames_to(&fetched, 2)[0] else {
+        panic!("{fetched:?}");
+    };
+    assert_eq!(doc.updated, 0);
+    assert!(!doc.presence.is_open());
+    let sub = w.frame(
+        2,
+        Up::Subscribe {
+            req: 2,
+            target: "alice@example.com".into(),
+        },
+    );
+    assert!(matches!(
+        &frames_to(&sub, 2)[0],
+        Down::Presence { req: 2, .. }
+    ));
+    w.login(1, "alice@example.com");
+    let publish = w.frame(
+        1,
+        Up::Publish {
+            req: 1,
+            presence: open("here"),
+        },
+    );
+    assert!(matches!(&frames_to(&publish, 2)[0], Down::Notify { .. }));
+}
+
+#[test]
+fn out_of_contact_without_goodbye_closes_presence_for_watchers() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.login(2, "bob@example.com");
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+    w.frame(
+        1,
+        Up::Publish {
+            req: 1,
+            presence: open("hi"),
+        },
+    );
+    w.now += 60_000;
+    let gone = w.disconnect(1);
+    let Down::Notify { doc } = &frames_to(&gone, 2)[0] else {
+        panic!("{gone:?}");
+    };
+    assert!(!doc.presence.is_open());
+    assert_eq!(doc.updated, w.now);
+    assert_eq!(
+        doc.presence.tuples[0].note.as_deref(),
+        Some("hi"),
+        "note survives"
+    );
+}
+
+#[test]
+fn a_second_session_keeps_the_presentity_open() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.login(3, "alice@example.com");
+    w.login(2, "bob@example.com");
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+    w.frame(
+        1,
+        Up::Publish {
+            req: 1,
+            presence: open("hi"),
+        },
+    );
+    assert!(frames_to(&w.disconnect(1), 2).is_empty());
+    assert_eq!(frames_to(&w.disconnect(3), 2).len(), 1);
+}
+
+#[test]
+fn subscribing_to_unknown_or_unroutable_presentities_fails() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    for (target, code) in [
+        ("nobody@example.com", ErrorCode::UNKNOWN_USER),
+        ("x@far.away", ErrorCode::UNROUTABLE),
+        ("no-at-sign", ErrorCode::BAD_ADDRESS),
+    ] {
+        let a = w.frame(
+            1,
+            Up::Subscribe {
+                req: 3,
+                target: target.into(),
+            },
+        );
+        assert!(
+            matches!(&frames_to(&a, 1)[0], Down::Fail { req: 3, code: c, .. } if *c == code),
+            "{target}: {a:?}"
+        );
+    }
+}
+
+#[test]
+fn message_to_online_recipient_is_delivered_and_receipted_after_ack() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.login(2, "bob@example.com");
+    let sent = w.frame(
+        1,
+        Up::Send {
+            req: 5,
+            msg: msg(1, "bob@example.com", "hello"),
+        },
+    );
+    assert!(frames_to(&sent, 1).is_empty(), "receipt waits for the ack");
+    let Down::Deliver {
+        seq,
+        item: InboxItem::Message(m),
+    } = &frames_to(&sent, 2)[0]
+    else {
+        panic!("{sent:?}");
+    };
+    assert_eq!(m.from, "alice@example.com");
+    assert_eq!(m.body, b"hello");
+    let acked = w.frame(2, Up::Ack { upto: *seq });
+    assert_eq!(
+        frames_to(&acked, 1),
+        vec![Down::Receipt {
+            req: 5,
+            status: ReceiptStatus::Delivered
+        }]
+    );
+}
+
+#[test]
+fn unacknowledged_delivery_is_answered_stored_at_the_deadline_then_receipted_late() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.login(2, "bob@example.com");
+    let sent = w.frame(
+        1,
+        Up::Send {
+            req: 5,
+            msg: msg(1, "bob@example.com", "hello"),
+        },
+    );
+    let Down::Deliver { seq, .. } = frames_to(&sent, 2)[0].clone() else {
+        panic!();
+    };
+    let deadline = w.hub.poll_timeout().unwrap();
+    w.now = deadline;
+    w.hub.handle_timeout(w.now);
+    assert_eq!(
+        frames_to(&w.drain(), 1),
+        vec![Down::Receipt {
+            req: 5,
+            status: ReceiptStatus::Stored
+        }]
+    );
+    let acked = w.frame(2, Up::Ack { upto: seq });
+    let Down::Deliver {
+        item: InboxItem::Receipt(r),
+        ..
+    } = &frames_to(&acked, 1)[0]
+    else {
+        panic!("late receipt expected: {acked:?}");
+    };
+    assert_eq!(r.status, ReceiptStatus::Delivered);
+    assert_eq!(r.id, vec![1; 16]);
+}
+
+#[test]
+fn offline_recipient_gets_stored_messages_in_order_on_connect() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    for i in 0..3u8 {
+        let a = w.frame(
+            1,
+            Up::Send {
+                req: u32::from(i),
+                msg: msg(i, "bob@example.com", "m"),
+            },
+        );
+        assert_eq!(
+            frames_to(&a, 1),
+            vec![Down::Receipt {
+                req: u32::from(i),
+                status: ReceiptStatus::Stored
+            }]
+        );
+    }
+    w.restart();
+    w.login(1, "alice@example.com");
+    let on = w.login(2, "bob@example.com");
+    let seqs: Vec<u64> = frames_to(&on, 2)
+        .iter()
+        .filter_map(|f| match f {
+            Down::Deliver {
+                seq,
+                item: InboxItem::Message(m),
+            } => {
+                assert_eq!(m.id[0] as u64 + 1, *seq);
+                Some(*seq)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    let acked = w.frame(2, Up::Ack { upto: 3 });
+    let late = frames_to(&acked, 1);
+    assert_eq!(
+        late.len(),
+        3,
+        "one late receipt per stored message: {late:?}"
+    );
+}
+
+#[test]
+fn resent_id_is_delivered_once_and_answered_with_its_status() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.frame(
+        1,
+        Up::Send {
+            req: 1,
+            msg: msg(9, "bob@example.com", "once"),
+        },
+    );
+    let again = w.frame(
+        1,
+        Up::Send {
+            req: 2,
+            msg: msg(9, "bob@example.com", "once"),
+        },
+    );
+    assert_eq!(
+        frames_to(&again, 1),
+        vec![Down::Receipt {
+            req: 2,
+            status: ReceiptStatus::Stored
+        }]
+    );
+    let on = w.login(2, "bob@example.com");
+    assert_eq!(
+        frames_to(&on, 2)
+            .iter()
+            .filter(|f| matches!(f, Down::Deliver { .. }))
+            .count(),
+        1
+    );
+    w.frame(2, Up::Ack { upto: 1 });
+    let third = w.frame(
+        1,
+        Up::Send {
+            req: 3,
+            msg: msg(9, "bob@example.com", "once"),
+        },
+    );
+    assert_eq!(
+        frames_to(&third, 1)[0],
+        Down::Receipt {
+            req: 3,
+            status: ReceiptStatus::Delivered
+        }
+    );
+}
+
+#[test]
+fn failed_receipts_name_the_reason() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    let big = "x".repeat(w.hub.config().body_max as usize + 1);
+    for (i, (to, body, code)) in [
+        ("nobody@example.com", "hi", ErrorCode::UNKNOWN_USER),
+        ("bob@example.com", big.as_str(), ErrorCode::TOO_LARGE),
+        ("bob@far.away", "hi", ErrorCode::UNROUTABLE),
+        ("not an address", "hi", ErrorCode::BAD_ADDRESS),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let a = w.frame(
+            1,
+            Up::Send {
+                req: i as u32,
+                msg: msg(i as u8, to, body),
+            },
+        );
+        assert_eq!(
+            frames_to(&a, 1),
+            vec![Down::Receipt {
+                req: i as u32,
+                status: ReceiptStatus::Failed(code)
+            }],
+            "{to}"
+        );
+    }
+}
+
+#[test]
+fn sender_cannot_pose_as_someone_else() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.login(2, "bob@example.com");
+    let mut m = msg(4, "bob@example.com", "hi");
+    m.reply_to = Some("Carol@other.org".into());
+    let a = w.frame(1, Up::Send { req: 1, msg: m });
+    let Down::Deliver {
+        item: InboxItem::Message(got),
+        ..
+    } = &frames_to(&a, 2)[0]
+    else {
+        panic!();
+    };
+    assert_eq!(got.from, "alice@example.com");
+    assert_eq!(got.reply_to.as_deref(), Some("carol@other.org"));
+}
+
+#[test]
+fn alias_inbox_and_inbox_less_principal() {
+    let mut w = World::new();
+    let mut dave = user("dave@example.com");
+    dave.inbox = false;
+    dave.aliases = vec!["desk@example.com".into()];
+    w.store.put_user(&dave).unwrap();
+    let mut sensor = user("sensor@example.com");
+    sensor.presentity = false;
+    w.store.put_user(&sensor).unwrap();
+    w.login(1, "alice@example.com");
+    let to_alias = w.frame(
+        1,
+        Up::Send {
+            req: 1,
+            msg: msg(1, "desk@example.com", "hi"),
+        },
+    );
+    assert_eq!(
+        frames_to(&to_alias, 1)[0],
+        Down::Receipt {
+            req: 1,
+            status: ReceiptStatus::Stored
+        }
+    );
+    let to_own = w.frame(
+        1,
+        Up::Send {
+            req: 2,
+            msg: msg(2, "dave@example.com", "hi"),
+        },
+    );
+    assert_eq!(
+        frames_to(&to_own, 1)[0],
+        Down::Receipt {
+            req: 2,
+            status: ReceiptStatus::Failed(ErrorCode::UNKNOWN_USER)
+        }
+    );
+    let sub = w.frame(
+        1,
+        Up::Subscribe {
+            req: 3,
+            target: "sensor@example.com".into(),
+        },
+    );
+    assert!(matches!(
+        &frames_to(&sub, 1)[0],
+        Down::Fail {
+            code: ErrorCode::UNKNOWN_USER,
+            ..
+        }
+    ));
+    w.login(4, "sensor@example.com");
+    let publish = w.frame(
+        4,
+        Up::Publish {
+            req: 1,
+            presence: open("x"),
+        },
+    );
+    assert!(matches!(&frames_to(&publish, 4)[0], Down::Fail { .. }));
+}
+
+#[test]
+fn services_can_be_turned_off_independently() {
+    let mut w = World::new();
+    let config = HubConfig {
+        domains: vec![
+            DomainConfig {
+                name: "example.com".into(),
+                presence: false,
+                im: true,
+            },
+            DomainConfig {
+                name: "other.org".into(),
+                presence: true,
+                im: false,
+            },
+        ],
+        ..HubConfig::default()
+    };
+    w.hub = Hub::new(config);
+    w.login(1, "alice@example.com");
+    w.login(2, "carol@other.org");
+    let p = w.frame(
+        1,
+        Up::Publish {
+            req: 1,
+            presence: open("x"),
+        },
+    );
+    assert!(matches!(
+        &frames_to(&p, 1)[0],
+        Down::Fail {
+            code: ErrorCode::SERVICE_DISABLED,
+            ..
+        }
+    ));
+    let m = w.frame(
+        1,
+        Up::Send {
+            req: 2,
+            msg: msg(1, "bob@example.com", "hi"),
+        },
+    );
+    assert_eq!(
+        frames_to(&m, 1)[0],
+        Down::Receipt {
+            req: 2,
+            status: ReceiptStatus::Stored
+        }
+    );
+    let p = w.frame(
+        2,
+        Up::Publish {
+            req: 1,
+            presence: open("x"),
+        },
+    );
+    assert!(matches!(&frames_to(&p, 2)[0], Down::Ok { .. }));
+    let m = w.frame(
+        2,
+        Up::Send {
+            req: 2,
+            msg: msg(1, "bob@example.com", "hi"),
+        },
+    );
+    assert!(matches!(
+        &frames_to(&m, 2)[0],
+        Down::Fail {
+            code: ErrorCode::SERVICE_DISABLED,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn subscriptions_survive_a_restart_and_resync_on_login() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.frame(
+        1,
+        Up::Publish {
+            req: 1,
+            presence: open("hi"),
+        },
+    );
+    w.login(2, "bob@example.com");
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+    w.restart();
+    assert_eq!(
+        w.hub.watchers_of("alice@example.com"),
+        vec!["bob@example.com"]
+    );
+    let on = w.login(2, "bob@example.com");
+    assert!(matches!(&frames_to(&on, 2)[1], Down::Notify { doc } if doc.presence == open("hi")));
+}
+
+#[test]
+fn delivery_window_bounds_in_flight_items() {
+    let mut w = World::new();
+    w.hub = Hub::new(HubConfig {
+        inbox_window: 2,
+        ..w.hub.config().clone()
+    });
+    w.login(1, "alice@example.com");
+    for i in 0..5u8 {
+        w.frame(
+            1,
+            Up::Send {
+                req: u32::from(i),
+                msg: msg(i, "carol@other.org", "m"),
+            },
+        );
+    }
+    let on = w.login(2, "carol@other.org");
+    assert_eq!(
+        frames_to(&on, 2)
+            .iter()
+            .filter(|f| matches!(f, Down::Deliver { .. }))
+            .count(),
+        2
+    );
+    let more = w.frame(2, Up::Ack { upto: 1 });
+    let seqs: Vec<u64> = frames_to(&more, 2)
+        .iter()
+        .filter_map(|f| match f {
+            Down::Deliver { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![3]);
+}
+
+#[test]
+fn ack_beyond_what_was_pushed_is_clamped() {
+    let mut w = World::new();
+    w.hub = Hub::new(HubConfig {
+        inbox_window: 1,
+        ..w.hub.config().clone()
+    });
+    w.login(1, "alice@example.com");
+    for i in 0..3u8 {
+        w.frame(
+            1,
+            Up::Send {
+                req: u32::from(i),
+                msg: msg(i, "bob@example.com", "m"),
+            },
+        );
+    }
+    w.login(2, "bob@example.com");
+    w.frame(2, Up::Ack { upto: 1_000 });
+    assert!(
+        w.store.inbox_contains("bob@example.com", 2).unwrap(),
+        "unseen items stay"
+    );
+}
+
+#[test]
+fn goodbye_closes_and_marks_closed_at_once() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.login(2, "bob@example.com");
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+    w.frame(
+        1,
+        Up::Publish {
+            req: 1,
+            presence: open("hi"),
+        },
+    );
+    let bye = w.frame(1, Up::Bye);
+    assert_eq!(closed_with(&bye, 1), Some(ErrorCode::GOODBYE));
+    assert!(matches!(&frames_to(&bye, 2)[0], Down::Notify { doc } if !doc.presence.is_open()));
+    assert!(w.disconnect(1).is_empty());
+}
+
+#[test]
+fn bad_frames_close_only_that_connection() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.login(2, "bob@example.com");
+    w.hub.handle_bad_frame(
+        w.now,
+        1,
+        tern_wire::CodecError::Oversize {
+            len: 1 << 20,
+            max: 10,
+        },
+    );
+    let actions = w.drain();
+    assert_eq!(closed_with(&actions, 1), Some(ErrorCode::TOO_LARGE));
+    w.disconnect(1);
+    let ok = w.frame(
+        2,
+        Up::Fetch {
+            req: 1,
+            target: "bob@example.com".into(),
+        },
+    );
+    assert!(matches!(&frames_to(&ok, 2)[0], Down::Presence { .. }));
+}

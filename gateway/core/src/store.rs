@@ -1,0 +1,204 @@
+//! The storage port of the gateway core.
+//!
+//! [`Store`] is what the core needs from durable storage, as plain synchronous calls
+//! inside one transaction that the runtime opens, commits or rolls back around a batch
+//! of events (group commit: one fsync for many requests, and no response leaves the
+//! gateway before the commit that made it true). The core never opens, commits or
+//! closes anything itself. [`MemStore`] is an in-memory implementation for tests and
+//! simulations; the runtime's SQLite implementation lives in `tern-gateway`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use tern_wire::{InboxItem, PresenceDoc};
+
+/// A storage failure; the event that met it is rolled back and answered `internal`.
+#[derive(Debug, thiserror::Error)]
+#[error("storage failed: {0}")]
+pub struct StoreError(pub String);
+
+/// A provisioned principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The principal's normalised identifier; also its presentity and default inbox.
+    pub address: String,
+    /// SHA-256 of the access token, never the token itself.
+    pub token_hash: [u8; 32],
+    /// Whether the principal has a presentity (RFC 2779 2.1.2).
+    pub presentity: bool,
+    /// Whether the principal has an instant inbox at its own address (2.1.2, 2.1.3).
+    pub inbox: bool,
+    /// Further inbox addresses that deliver to this principal's inbox (2.1.2).
+    pub aliases: Vec<String>,
+    /// When it was provisioned, Unix milliseconds.
+    pub created: u64,
+}
+
+/// Where an accepted message went, kept per (sender, message id) to deliver it once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRecord {
+    /// The principal whose inbox took the message.
+    pub owner: String,
+    /// Sequence number of the message in that inbox log.
+    pub seq: u64,
+}
+
+/// Durable state of the gateway, seen through one open transaction.
+pub trait Store {
+    /// The principal with this normalised address.
+    fn user(&self, address: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Creates or replaces a principal (and its aliases).
+    fn put_user(&mut self, user: &UserRecord) -> Result<(), StoreError>;
+    /// Removes a principal with its presence, subscriptions, inbox and aliases.
+    fn remove_user(&mut self, address: &str) -> Result<bool, StoreError>;
+    /// All principals, ordered by address.
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// The principal whose inbox this address reaches: its own address (if it has an
+    /// inbox) or one of its aliases.
+    fn inbox_owner(&self, address: &str) -> Result<Option<String>, StoreError>;
+
+    /// The last presence document stored for a presentity.
+    fn presence(&self, presentity: &str) -> Result<Option<PresenceDoc>, StoreError>;
+    /// Stores a presentity's presence document, replacing the previous one.
+    fn put_presence(&mut self, doc: &PresenceDoc) -> Result<(), StoreError>;
+
+    /// Records that `watcher` subscribes to `target`; false if it already did.
+    fn add_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError>;
+    /// Ends a subscription; false if there was none.
+    fn remove_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError>;
+    /// Every subscription as (watcher, target), for loading at start.
+    fn subscriptions(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Appends to an inbox log, returning the item's sequence number: one more than the
+    /// last ever appended to that inbox (numbers are never reused, even after removal).
+    fn inbox_push(&mut self, owner: &str, item: &InboxItem) -> Result<u64, StoreError>;
+    /// Up to `limit` items with sequence numbers above `after`, in order.
+    fn inbox_after(
+        &self,
+        owner: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InboxItem)>, StoreError>;
+    /// Whether the inbox still holds the item (it has not been acknowledged).
+    fn inbox_contains(&self, owner: &str, seq: u64) -> Result<bool, StoreError>;
+    /// Removes and returns every item up to and including `upto`.
+    fn inbox_ack(&mut self, owner: &str, upto: u64) -> Result<Vec<(u64, InboxItem)>, StoreError>;
+
+    /// The record of a message already accepted from `sender` with this id.
+    fn sent(&self, sender: &str, id: &[u8]) -> Result<Option<SentRecord>, StoreError>;
+    /// Records an accepted message for de-duplication.
+    fn put_sent(&mut self, sender: &str, id: &[u8], record: SentRecord) -> Result<(), StoreError>;
+}
+
+/// An in-memory [`Store`] for unit tests and simulations. Not durable.
+#[derive(Debug, Default, Clone)]
+pub struct MemStore {
+    users: BTreeMap<String, UserRecord>,
+    aliases: HashMap<String, String>,
+    presence: HashMap<String, PresenceDoc>,
+    subscriptions: BTreeSet<(String, String)>,
+    inboxes: HashMap<String, (u64, BTreeMap<u64, InboxItem>)>,
+    sent: HashMap<(String, Vec<u8>), SentRecord>,
+}
+
+impl Store for MemStore {
+    fn user(&self, address: &str) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.users.get(address).cloned())
+    }
+
+    fn put_user(&mut self, user: &UserRecord) -> Result<(), StoreError> {
+        self.aliases.retain(|_, owner| *owner != user.address);
+        for alias in &user.aliases {
+            self.aliases.insert(alias.clone(), user.address.clone());
+        }
+        self.users.insert(user.address.clone(), user.clone());
+        Ok(())
+    }
+
+    fn remove_user(&mut self, address: &str) -> Result<bool, StoreError> {
+        self.aliases.retain(|_, owner| owner != address);
+        self.presence.remove(address);
+        self.subscriptions
+            .retain(|(w, t)| w.as_str() != address && t.as_str() != address);
+        self.inboxes.remove(address);
+        Ok(self.users.remove(address).is_some())
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        Ok(self.users.values().cloned().collect())
+    }
+
+    fn inbox_owner(&self, address: &str) -> Result<Option<String>, StoreError> {
+        if let Some(user) = self.users.get(address).filter(|u| u.inbox) {
+            return Ok(Some(user.address.clone()));
+        }
+        Ok(self.aliases.get(address).cloned())
+    }
+
+    fn presence(&self, presentity: &str) -> Result<Option<PresenceDoc>, StoreError> {
+        Ok(self.presence.get(presentity).cloned())
+    }
+
+    fn put_presence(&mut self, doc: &PresenceDoc) -> Result<(), StoreError> {
+        self.presence.insert(doc.presentity.clone(), doc.clone());
+        Ok(())
+    }
+
+    fn add_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError> {
+        Ok(self.subscriptions.insert((watcher.into(), target.into())))
+    }
+
+    fn remove_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError> {
+        Ok(self.subscriptions.remove(&(watcher.into(), target.into())))
+    }
+
+    fn subscriptions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.subscriptions.iter().cloned().collect())
+    }
+
+    fn inbox_push(&mut self, owner: &str, item: &InboxItem) -> Result<u64, StoreError> {
+        let (last, items) = self.inboxes.entry(owner.into()).or_default();
+        *last += 1;
+        items.insert(*last, item.clone());
+        Ok(*last)
+    }
+
+    fn inbox_after(
+        &self,
+        owner: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InboxItem)>, StoreError> {
+        Ok(self.inboxes.get(owner).map_or_else(Vec::new, |(_, items)| {
+            items
+                .range(after + 1..)
+                .take(limit)
+                .map(|(seq, item)| (*seq, item.clone()))
+                .collect()
+        }))
+    }
+
+    fn inbox_contains(&self, owner: &str, seq: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .inboxes
+            .get(owner)
+            .is_some_and(|(_, items)| items.contains_key(&seq)))
+    }
+
+    fn inbox_ack(&mut self, owner: &str, upto: u64) -> Result<Vec<(u64, InboxItem)>, StoreError> {
+        let Some((_, items)) = self.inboxes.get_mut(owner) else {
+            return Ok(Vec::new());
+        };
+        let kept = items.split_off(&(upto.saturating_add(1)));
+        let acked = std::mem::replace(items, kept);
+        Ok(acked.into_iter().collect())
+    }
+
+    fn sent(&self, sender: &str, id: &[u8]) -> Result<Option<SentRecord>, StoreError> {
+        Ok(self.sent.get(&(sender.into(), id.to_vec())).cloned())
+    }
+
+    fn put_sent(&mut self, sender: &str, id: &[u8], record: SentRecord) -> Result<(), StoreError> {
+        self.sent.insert((sender.into(), id.to_vec()), record);
+        Ok(())
+    }
+}

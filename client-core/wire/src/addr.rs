@@ -134,7 +134,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes() {
-        for bad in ["", "alice", "@example.com", "alice@", "a b@example.com", "a@b@c"] {
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "a b@example.com",
+            "a@b@c",
+        ] {
             assert!(Address::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         let long = "a".repeat(300) + "@example.com";

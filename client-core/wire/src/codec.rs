@@ -66,9 +66,12 @@ fn get_varint(buf: &[u8]) -> Result<Option<(usize, usize)>, CodecError> {
 }
 
 /// Encodes `frame` with its length prefix into `out`, returning the bytes written.
-/// Allocation-free: the form for `no_std` devices.
+/// Allocation-free: the form for `no_std` devices. `out` needs room for the frame only
+/// (`varint(len) + len` bytes), nothing more.
 pub fn encode_into<T: Serialize>(frame: &T, out: &mut [u8]) -> Result<usize, CodecError> {
-    let body_room = out.get_mut(PREFIX_MAX..).ok_or(CodecError::BufferTooSmall)?;
+    // The body goes after a one-byte prefix, which is right for bodies under 128 bytes;
+    // a longer prefix moves it.
+    let body_room = out.get_mut(1..).ok_or(CodecError::BufferTooSmall)?;
     let body_len = postcard::to_slice(frame, body_room)
         .map_err(|_| CodecError::BufferTooSmall)?
         .len();
@@ -77,7 +80,10 @@ pub fn encode_into<T: Serialize>(frame: &T, out: &mut [u8]) -> Result<usize, Cod
         u32::try_from(body_len).map_err(|_| CodecError::BufferTooSmall)?,
         &mut prefix,
     );
-    out.copy_within(PREFIX_MAX..PREFIX_MAX + body_len, n);
+    if n + body_len > out.len() {
+        return Err(CodecError::BufferTooSmall);
+    }
+    out.copy_within(1..1 + body_len, n);
     out[..n].copy_from_slice(&prefix[..n]);
     Ok(n + body_len)
 }
@@ -115,13 +121,15 @@ pub fn decode<T: DeserializeOwned>(
     let Some((len, n)) = get_varint(buf)? else {
         return Ok(None);
     };
-    if len > max {
-        return Err(CodecError::Oversize { len, max });
-    }
-    let Some(body) = buf.get(n..n + len) else {
+    // On 16- and 32-bit targets `n + len` can overflow when `max` is near `usize::MAX`.
+    let end = match n.checked_add(len) {
+        Some(end) if len <= max => end,
+        _ => return Err(CodecError::Oversize { len, max }),
+    };
+    let Some(body) = buf.get(n..end) else {
         return Ok(None);
     };
-    Ok(Some((decode_body(body)?, n + len)))
+    Ok(Some((decode_body(body)?, end)))
 }
 
 /// Decodes a frame body (no length prefix) that must be consumed exactly.

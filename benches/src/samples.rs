@@ -1,0 +1,117 @@
+//! One representative value of every frame type, as a client or gateway would send it
+//! in ordinary use (a phone with one tuple, a short chat message).
+
+use tern_wire::frame::Welcome;
+use tern_wire::{
+    Availability, Basic, Down, ErrorCode, Hello, InboxItem, Incoming, LateReceipt, Message,
+    Presence, PresenceDoc, ReceiptStatus, Tuple, Up, VERSION,
+};
+
+/// A one-tuple presence: open, away, with a short note.
+pub fn presence() -> Presence {
+    Presence {
+        tuples: vec![Tuple {
+            id: "phone".into(),
+            basic: Basic::Open,
+            availability: Some(Availability::AWAY),
+            contact: Some("tern:bob@example.com".into()),
+            note: Some("on the train".into()),
+            at: Some(1_795_000_000),
+            ext: Vec::new(),
+        }],
+        card: Vec::new(),
+    }
+}
+
+/// The document of [`presence`] as the gateway hands it out.
+pub fn doc() -> PresenceDoc {
+    PresenceDoc {
+        presentity: "bob@example.com".into(),
+        updated: 1_795_000_000_123,
+        presence: presence(),
+    }
+}
+
+/// A 40-byte chat message.
+pub fn message() -> Message {
+    Message {
+        id: vec![0x5a; 16],
+        to: "alice@example.com".into(),
+        reply_to: None,
+        content_type: None,
+        body: b"see you at the station in ten minutes".to_vec(),
+    }
+}
+
+/// Every client-to-gateway frame type, named.
+pub fn ups() -> Vec<(&'static str, Up)> {
+    vec![
+        (
+            "Hello",
+            Up::Hello(Hello {
+                version: VERSION,
+                user: "bob@example.com".into(),
+                token: "q7kTj3cNwZ0uXg8fV2bLs5dR1yH6mA9eP4oKiU3tWxE".into(),
+            }),
+        ),
+        ("Publish", Up::Publish { req: 3, presence: presence() }),
+        ("Fetch", Up::Fetch { req: 4, target: "alice@example.com".into() }),
+        ("Subscribe", Up::Subscribe { req: 5, target: "alice@example.com".into() }),
+        ("Unsubscribe", Up::Unsubscribe { req: 6, target: "alice@example.com".into() }),
+        ("Send", Up::Send { req: 7, msg: message() }),
+        ("Ack", Up::Ack { upto: 1_234 }),
+        ("Bye", Up::Bye),
+    ]
+}
+
+/// Every gateway-to-client frame type, named.
+pub fn downs() -> Vec<(&'static str, Down)> {
+    let m = message();
+    vec![
+        (
+            "Welcome",
+            Down::Welcome(Welcome {
+                version: VERSION,
+                user: "bob@example.com".into(),
+                frame_max: 65_536,
+                body_max: 16_384,
+                time: 1_795_000_000_123,
+            }),
+        ),
+        ("Ok", Down::Ok { req: 3 }),
+        (
+            "Fail",
+            Down::Fail { req: 4, code: ErrorCode::UNKNOWN_USER, text: "no such presentity".into() },
+        ),
+        ("Presence", Down::Presence { req: 5, doc: doc() }),
+        ("Receipt", Down::Receipt { req: 7, status: ReceiptStatus::Delivered }),
+        ("Notify", Down::Notify { doc: doc() }),
+        (
+            "Deliver(Message)",
+            Down::Deliver {
+                seq: 1_234,
+                item: InboxItem::Message(Incoming {
+                    id: m.id.clone(),
+                    from: "bob@example.com".into(),
+                    to: m.to.clone(),
+                    reply_to: None,
+                    content_type: None,
+                    body: m.body.clone(),
+                    sent: 1_795_000_000_123,
+                }),
+            },
+        ),
+        (
+            "Deliver(Receipt)",
+            Down::Deliver {
+                seq: 1_235,
+                item: InboxItem::Receipt(LateReceipt {
+                    id: m.id,
+                    to: m.to,
+                    status: ReceiptStatus::Delivered,
+                }),
+            },
+        ),
+        ("Close", Down::Close { code: ErrorCode::TOO_SLOW, text: "reader too slow".into() }),
+    ]
+}

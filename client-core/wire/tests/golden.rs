@@ -1,0 +1,754 @@
+//! Golden-byte vectors: the wire contract of tern/1.
+//!
+//! postcard is not self-describing, so a changed field order, type or variant position
+//! would silently change the bytes. Each test below pins one frame variant (or one
+//! variant of a type nested in a frame): the value is encoded through the allocation-free
+//! [`encode_into`](tern_wire::codec::encode_into) and must give exactly the hex, and the
+//! hex must decode to exactly the value. The hex is the single source of truth; the worked
+//! examples in `docs/protocol.md` are copied from here.
+//!
+//! Hex is written one field per group; whitespace and `#` comments to the end of a line
+//! are ignored. The same source runs in the
+//! `std` build and in the `no_std` (heapless) build: the bytes must not depend on it.
+//! A change that makes one of these fail is a protocol change, not a test update.
+
+mod common;
+
+use core::fmt::Debug;
+
+use common::{blob, key, list, name, text, unwire, wire};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tern_wire::frame::Welcome;
+use tern_wire::{
+    Availability, Basic, CardField, CardKind, Down, ErrorCode, Ext, Hello, InboxItem, Incoming,
+    LateReceipt, Message, Presence, PresenceDoc, ReceiptStatus, Tuple, Up,
+};
+
+/// Asserts that `value` encodes to `hex` (length prefix included) and back.
+fn golden<T: Serialize + DeserializeOwned + PartialEq + Debug>(value: &T, hex: &str) {
+    let hex: String = hex
+        .lines()
+        .flat_map(|line| {
+            line.split('#')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+        })
+        .collect();
+    let want = hex::decode(&hex).expect("golden hex is valid");
+    assert_eq!(hex::encode(wire(value)), hex, "encoding of {value:?}");
+    assert_eq!(&unwire::<T>(&want), value, "decoding of {hex}");
+}
+
+const ALICE: &str = "alice@example.com";
+const BOB: &str = "bob@example.com";
+/// 2023-11-14T22:13:20Z.
+const T_SECS: u64 = 1_700_000_000;
+const T_MILLIS: u64 = T_SECS * 1000;
+const MSG_ID: [u8; 16] = [
+    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+];
+
+/// One tuple with every optional field present and one extension, plus a card field.
+fn full_presence() -> Presence {
+    Presence {
+        tuples: list([Tuple {
+            id: name("phone"),
+            basic: Basic::Open,
+            availability: Some(Availability::AWAY),
+            contact: Some(text("tern:alice@example.com")),
+            note: Some(text("on a train")),
+            at: Some(T_SECS),
+            ext: list([Ext {
+                key: name("x-mood"),
+                value: blob(b"ok"),
+            }]),
+        }]),
+        card: list([CardField {
+            kind: CardKind::NAME,
+            value: text("Alice"),
+        }]),
+    }
+}
+
+/// One tuple with only the required fields: what most publishes look like.
+fn available(id: &str) -> Presence {
+    Presence {
+        tuples: list([Tuple {
+            id: name(id),
+            basic: Basic::Open,
+            availability: Some(Availability::AVAILABLE),
+            contact: None,
+            note: None,
+            at: None,
+            ext: list([]),
+        }]),
+        card: list([]),
+    }
+}
+
+// ---- Up: client to gateway -------------------------------------------------------
+
+#[test]
+fn up_0_hello() {
+    let frame = Up::Hello(Hello {
+        version: 1,
+        user: name(ALICE),
+        token: text("s3cret"),
+    });
+    golden(
+        &frame,
+        "1b 00 01 11 616c696365406578616d706c652e636f6d 06 733363726574",
+    );
+}
+
+#[test]
+fn up_1_publish() {
+    let frame = Up::Publish {
+        req: 1,
+        presence: full_presence(),
+    };
+    golden(
+        &frame,
+        r#"
+        49                          # length: 73
+        01                          # Up::Publish
+        01                          # req: 1
+        01                          # tuples: 1
+        05 70686f6e65               # id: "phone"
+        01                          # basic: Open (1)
+        01 01                       # availability: Some(1 away)
+        01 16 7465726e3a616c696365  # contact: Some(22 bytes "tern:alice@example.com")
+        406578616d706c652e636f6d    #   (continued)
+        01 0a 6f6e206120747261696e  # note: Some("on a train")
+        01 80e2cfaa06               # at: Some(1700000000)
+        01                          # ext: 1
+        06 782d6d6f6f64             # key: "x-mood"
+        02 6f6b                     # value: b"ok"
+        01                          # card: 1
+        00                          # kind: 0 name
+        05 416c696365               # value: "Alice"
+        "#,
+    );
+}
+
+#[test]
+fn up_2_fetch() {
+    let frame = Up::Fetch {
+        req: 2,
+        target: name(BOB),
+    };
+    golden(&frame, "12 02 02 0f 626f62406578616d706c652e636f6d");
+}
+
+#[test]
+fn up_3_subscribe() {
+    let frame = Up::Subscribe {
+        req: 3,
+        target: name(BOB),
+    };
+    golden(&frame, "12 03 03 0f 626f62406578616d706c652e636f6d");
+}
+
+#[test]
+fn up_4_unsubscribe() {
+    let frame = Up::Unsubscribe {
+        req: 4,
+        target: name(BOB),
+    };
+    golden(&frame, "12 04 04 0f 626f62406578616d706c652e636f6d");
+}
+
+#[test]
+fn up_5_send() {
+    let frame = Up::Send {
+        req: 5,
+        msg: Message {
+            id: key(&MSG_ID),
+            to: name(BOB),
+            reply_to: None,
+            content_type: None,
+            body: blob(b"hi"),
+        },
+    };
+    golden(
+        &frame,
+        r#"
+        28                                 # length: 40
+        05                                 # Up::Send
+        05                                 # req: 5
+        10 0011223344556677                # id: 16 bytes
+        8899aabbccddeeff                   #   (continued)
+        0f 626f62406578616d706c652e636f6d  # to: "bob@example.com"
+        00                                 # reply_to: None
+        00                                 # content_type: None (text/plain;charset=utf-8)
+        02 6869                            # body: b"hi"
+        "#,
+    );
+}
+
+#[test]
+fn up_5_send_with_options() {
+    let frame = Up::Send {
+        req: 300,
+        msg: Message {
+            id: key(&[7]),
+            to: name(BOB),
+            reply_to: Some(name("team@example.com")),
+            content_type: Some(text("text/markdown")),
+            body: blob(b"*hi*"),
+        },
+    };
+    golden(
+        &frame,
+        r#"
+        3b                                      # length: 59
+        05                                      # Up::Send
+        ac02                                    # req: 300
+        01 07                                   # id: 1 byte
+        0f 626f62406578616d706c652e636f6d       # to: "bob@example.com"
+        01 10 7465616d406578616d706c652e636f6d  # reply_to: Some("team@example.com")
+        01 0d 746578742f6d61726b646f776e        # content_type: Some("text/markdown")
+        04 2a68692a                             # body: b"*hi*"
+        "#,
+    );
+}
+
+#[test]
+fn up_6_ack() {
+    golden(&Up::Ack { upto: 300 }, "03 06 ac02");
+}
+
+#[test]
+fn up_7_bye() {
+    golden(&Up::Bye, "01 07");
+}
+
+// ---- Down: gateway to client -----------------------------------------------------
+
+#[test]
+fn down_0_welcome() {
+    let frame = Down::Welcome(Welcome {
+        version: 1,
+        user: name(ALICE),
+        frame_max: 65_536,
+        body_max: 16_384,
+        time: T_MILLIS,
+    });
+    golden(
+        &frame,
+        "20 00 01 11 616c696365406578616d706c652e636f6d 808004 808001 80d095ffbc31",
+    );
+}
+
+#[test]
+fn down_1_ok() {
+    golden(&Down::Ok { req: 1 }, "02 01 01");
+}
+
+#[test]
+fn down_2_fail() {
+    let frame = Down::Fail {
+        req: 2,
+        code: ErrorCode::UNKNOWN_USER,
+        text: text("no such user"),
+    };
+    golden(&frame, "10 02 02 06 0c 6e6f20737563682075736572");
+}
+
+#[test]
+fn down_3_presence_never_published() {
+    let frame = Down::Presence {
+        req: 3,
+        doc: PresenceDoc {
+            presentity: name(BOB),
+            updated: 0,
+            presence: Presence::default(),
+        },
+    };
+    golden(
+        &frame,
+        "15 03 03 0f 626f62406578616d706c652e636f6d 00 00 00",
+    );
+}
+
+#[test]
+fn down_3_presence_full() {
+    let frame = Down::Presence {
+        req: 3,
+        doc: PresenceDoc {
+            presentity: name(ALICE),
+            updated: T_MILLIS,
+            presence: full_presence(),
+        },
+    };
+    golden(
+        &frame,
+        r#"
+        61                                     # length: 97
+        03                                     # Down::Presence
+        03                                     # req: 3
+        11 616c696365406578616d706c652e636f6d  # presentity: "alice@example.com"
+        80d095ffbc31                           # updated: 1700000000000
+        01                                     # tuples: 1
+        05 70686f6e65                          # id: "phone"
+        01                                     # basic: Open (1)
+        01 01                                  # availability: Some(1 away)
+        01 16 7465726e3a616c696365             # contact: Some(22 bytes "tern:alice@example.com")
+        406578616d706c652e636f6d               #   (continued)
+        01 0a 6f6e206120747261696e             # note: Some("on a train")
+        01 80e2cfaa06                          # at: Some(1700000000)
+        01                                     # ext: 1
+        06 782d6d6f6f64                        # key: "x-mood"
+        02 6f6b                                # value: b"ok"
+        01                                     # card: 1
+        00                                     # kind: 0 name
+        05 416c696365                          # value: "Alice"
+        "#,
+    );
+}
+
+#[test]
+fn down_4_receipt_delivered() {
+    let frame = Down::Receipt {
+        req: 5,
+        status: ReceiptStatus::Delivered,
+    };
+    golden(&frame, "03 04 05 00");
+}
+
+#[test]
+fn down_4_receipt_stored() {
+    let frame = Down::Receipt {
+        req: 5,
+        status: ReceiptStatus::Stored,
+    };
+    golden(&frame, "03 04 05 01");
+}
+
+#[test]
+fn down_4_receipt_failed() {
+    let frame = Down::Receipt {
+        req: 5,
+        status: ReceiptStatus::Failed(ErrorCode::REFUSED),
+    };
+    golden(&frame, "04 04 05 02 08");
+}
+
+#[test]
+fn down_5_notify() {
+    let frame = Down::Notify {
+        doc: PresenceDoc {
+            presentity: name(BOB),
+            updated: T_MILLIS,
+            presence: available("phone"),
+        },
+    };
+    golden(
+        &frame,
+        r#"
+        26                                 # length: 38
+        05                                 # Down::Notify
+        0f 626f62406578616d706c652e636f6d  # presentity: "bob@example.com"
+        80d095ffbc31                       # updated: 1700000000000
+        01                                 # tuples: 1
+        05 70686f6e65                      # id: "phone"
+        01                                 # basic: Open (1)
+        01 00                              # availability: Some(0 available)
+        00                                 # contact: None
+        00                                 # note: None
+        00                                 # at: None
+        00                                 # ext: 0
+        00                                 # card: 0
+        "#,
+    );
+}
+
+#[test]
+fn down_6_deliver_message() {
+    let frame = Down::Deliver {
+        seq: 1,
+        item: InboxItem::Message(Incoming {
+            id: key(&MSG_ID),
+            from: name(ALICE),
+            to: name(BOB),
+            reply_to: None,
+            content_type: None,
+            body: blob(b"hi"),
+            sent: T_MILLIS,
+        }),
+    };
+    golden(
+        &frame,
+        r#"
+        41                                     # length: 65
+        06                                     # Down::Deliver
+        01                                     # seq: 1
+        00                                     # InboxItem::Message
+        10 0011223344556677                    # id: 16 bytes
+        8899aabbccddeeff                       #   (continued)
+        11 616c696365406578616d706c652e636f6d  # from: "alice@example.com"
+        0f 626f62406578616d706c652e636f6d      # to: "bob@example.com"
+        00                                     # reply_to: None
+        00                                     # content_type: None
+        02 6869                                # body: b"hi"
+        80d095ffbc31                           # sent: 1700000000000
+        "#,
+    );
+}
+
+#[test]
+fn down_6_deliver_receipt() {
+    let frame = Down::Deliver {
+        seq: 2,
+        item: InboxItem::Receipt(LateReceipt {
+            id: key(&MSG_ID),
+            to: name(BOB),
+            status: ReceiptStatus::Delivered,
+        }),
+    };
+    golden(
+        &frame,
+        "25 06 02 01 10 00112233445566778899aabbccddeeff 0f 626f62406578616d706c652e636f6d 00",
+    );
+}
+
+#[test]
+fn down_7_close() {
+    let frame = Down::Close {
+        code: ErrorCode::SHUTDOWN,
+        text: text("restarting"),
+    };
+    golden(&frame, "0d 07 0e 0a 72657374617274696e67");
+}
+
+// ---- Open registries: values unknown to this build travel unchanged ----------------
+
+#[test]
+fn unregistered_error_code_is_kept() {
+    let frame = Down::Fail {
+        req: 1,
+        code: ErrorCode(1000),
+        text: text(""),
+    };
+    golden(&frame, "05 02 01 e807 00");
+    assert_eq!(ErrorCode(1000).name(), None);
+}
+
+#[test]
+fn unregistered_availability_and_card_kind_are_kept() {
+    let mut presence = available("p");
+    presence.tuples[0].availability = Some(Availability(200));
+    presence.card = list([CardField {
+        kind: CardKind(99),
+        value: text("?"),
+    }]);
+    golden(
+        &Up::Publish { req: 1, presence },
+        "10 01 01 01 01 70 01 01 c8 00 00 00 00 01 63 01 3f",
+    );
+}
+
+// ---- Tags and registries: numbers that are part of the contract --------------------
+
+/// The wire tag of every `Up` variant. The match is exhaustive on purpose: a new variant
+/// does not compile until it has a tag here and a golden vector above.
+fn up_tag(frame: &Up) -> u8 {
+    match frame {
+        Up::Hello(_) => 0,
+        Up::Publish { .. } => 1,
+        Up::Fetch { .. } => 2,
+        Up::Subscribe { .. } => 3,
+        Up::Unsubscribe { .. } => 4,
+        Up::Send { .. } => 5,
+        Up::Ack { .. } => 6,
+        Up::Bye => 7,
+    }
+}
+
+/// The wire tag of every `Down` variant; see [`up_tag`].
+fn down_tag(frame: &Down) -> u8 {
+    match frame {
+        Down::Welcome(_) => 0,
+        Down::Ok { .. } => 1,
+        Down::Fail { .. } => 2,
+        Down::Presence { .. } => 3,
+        Down::Receipt { .. } => 4,
+        Down::Notify { .. } => 5,
+        Down::Deliver { .. } => 6,
+        Down::Close { .. } => 7,
+    }
+}
+
+#[test]
+fn variant_tags_are_positions() {
+    let target = name(BOB);
+    let ups = [
+        Up::Hello(Hello {
+            version: 1,
+            user: name(ALICE),
+            token: text("t"),
+        }),
+        Up::Publish {
+            req: 1,
+            presence: available("p"),
+        },
+        Up::Fetch {
+            req: 1,
+            target: target.clone(),
+        },
+        Up::Subscribe {
+            req: 1,
+            target: target.clone(),
+        },
+        Up::Unsubscribe { req: 1, target },
+        Up::Send {
+            req: 1,
+            msg: Message {
+                id: key(&[1]),
+                to: name(BOB),
+                reply_to: None,
+                content_type: None,
+                body: blob(b""),
+            },
+        },
+        Up::Ack { upto: 1 },
+        Up::Bye,
+    ];
+    for (i, frame) in ups.iter().enumerate() {
+        assert_eq!(usize::from(up_tag(frame)), i);
+        assert_eq!(wire(frame)[1], up_tag(frame), "{frame:?}");
+    }
+    let doc = PresenceDoc {
+        presentity: name(BOB),
+        updated: 0,
+        presence: Presence::default(),
+    };
+    let downs = [
+        Down::Welcome(Welcome {
+            version: 1,
+            user: name(ALICE),
+            frame_max: 1,
+            body_max: 1,
+            time: 0,
+        }),
+        Down::Ok { req: 1 },
+        Down::Fail {
+            req: 1,
+            code: ErrorCode::INTERNAL,
+            text: text(""),
+        },
+        Down::Presence {
+            req: 1,
+            doc: doc.clone(),
+        },
+        Down::Receipt {
+            req: 1,
+            status: ReceiptStatus::Stored,
+        },
+        Down::Notify { doc },
+        Down::Deliver {
+            seq: 1,
+            item: InboxItem::Receipt(LateReceipt {
+                id: key(&[1]),
+                to: name(BOB),
+                status: ReceiptStatus::Delivered,
+            }),
+        },
+        Down::Close {
+            code: ErrorCode::GOODBYE,
+            text: text(""),
+        },
+    ];
+    for (i, frame) in downs.iter().enumerate() {
+        assert_eq!(usize::from(down_tag(frame)), i);
+        assert_eq!(wire(frame)[1], down_tag(frame), "{frame:?}");
+    }
+}
+
+#[test]
+fn error_code_registry_is_stable() {
+    let registry: Vec<(u16, &str)> = tern_wire::error::ALL
+        .iter()
+        .map(|code| (code.0, code.name().expect("registered codes have names")))
+        .collect();
+    assert_eq!(
+        registry,
+        [
+            (1, "malformed"),
+            (2, "too_large"),
+            (3, "unsupported_version"),
+            (4, "unauthorized"),
+            (5, "protocol"),
+            (6, "unknown_user"),
+            (7, "service_disabled"),
+            (8, "refused"),
+            (9, "rate_limited"),
+            (10, "unroutable"),
+            (11, "too_slow"),
+            (12, "stream_limit"),
+            (13, "bad_address"),
+            (14, "shutdown"),
+            (15, "internal"),
+            (16, "goodbye"),
+        ]
+    );
+    assert_eq!(ErrorCode(0).name(), None, "0 is never a code");
+}
+
+#[test]
+fn availability_and_card_kind_registries_are_stable() {
+    let availability: Vec<(u8, &str)> = (0..=u8::MAX)
+        .filter_map(|v| Availability(v).name().map(|n| (v, n)))
+        .collect();
+    assert_eq!(
+        availability,
+        [
+            (0, "available"),
+            (1, "away"),
+            (2, "busy"),
+            (3, "idle"),
+            (4, "dnd"),
+            (5, "xa"),
+        ]
+    );
+    let kinds: Vec<(u8, &str)> = (0..=u8::MAX)
+        .filter_map(|v| CardKind(v).name().map(|n| (v, n)))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (0, "name"),
+            (1, "email"),
+            (2, "tel"),
+            (3, "postal"),
+            (4, "url")
+        ]
+    );
+}
+
+// ---- Capacities of the no_std build --------------------------------------------------
+
+/// A `Fetch` whose target is `len` bytes long.
+fn fetch_of_len(len: u8) -> Vec<u8> {
+    let mut bytes = vec![len + 3, 0x02, 0x01, len];
+    bytes.resize(bytes.len() + usize::from(len), b'a');
+    bytes
+}
+
+#[test]
+fn fields_over_a_heapless_capacity_are_malformed_not_truncated() {
+    use tern_wire::codec::{CodecError, decode};
+    use tern_wire::limits::{FRAME_MAX, tiny};
+
+    let at_capacity = fetch_of_len(tiny::NAME as u8);
+    assert!(matches!(decode::<Up>(&at_capacity, FRAME_MAX), Ok(Some(_))));
+
+    let over = fetch_of_len(tiny::NAME as u8 + 1);
+    let result = decode::<Up>(&over, FRAME_MAX);
+    if cfg!(feature = "std") {
+        assert!(
+            matches!(result, Ok(Some((Up::Fetch { .. }, _)))),
+            "{result:?}"
+        );
+    } else {
+        assert_eq!(result, Err(CodecError::Malformed));
+    }
+}
+
+// ---- The allocation-free encoder -------------------------------------------------------
+
+#[test]
+fn encode_into_needs_room_for_the_frame_only() {
+    use tern_wire::codec::{CodecError, encode_into};
+
+    let mut two = [0u8; 2];
+    assert_eq!(encode_into(&Up::Bye, &mut two), Ok(2));
+    assert_eq!(two, [0x01, 0x07]);
+    assert_eq!(
+        encode_into(&Up::Bye, &mut two[..1]),
+        Err(CodecError::BufferTooSmall)
+    );
+
+    // A body of 200 bytes needs a two-byte prefix: the body moves one byte right.
+    let frame = Up::Send {
+        req: 1,
+        msg: Message {
+            id: key(&[1]),
+            to: name(BOB),
+            reply_to: None,
+            content_type: None,
+            body: blob(&[0xab; 176]),
+        },
+    };
+    let mut exact = [0u8; 202];
+    assert_eq!(encode_into(&frame, &mut exact), Ok(202));
+    assert_eq!(
+        exact[..4],
+        [0xc8, 0x01, 0x05, 0x01],
+        "prefix 200, Send, req 1"
+    );
+    assert_eq!(unwire::<Up>(&exact), frame);
+    assert_eq!(
+        encode_into(&frame, &mut exact[..201]),
+        Err(CodecError::BufferTooSmall)
+    );
+}
+
+// ---- The worked examples in docs/protocol.md -------------------------------------------
+//
+// Every fenced block of the spec whose lines all start with hex (an annotated byte dump)
+// must decode as one `Up` or one `Down`, or line by line as one frame per line, and
+// re-encode to the same bytes. The examples are copied from this file; this keeps a typo
+// or a stale copy in the spec from misleading a client implementer.
+
+/// The hex at the start of a dump line (up to the first run of two spaces), if any.
+fn hex_column(line: &str) -> Option<Vec<u8>> {
+    let column = line.trim().split("  ").next()?;
+    let digits: String = column.split(' ').collect();
+    if digits.is_empty() {
+        return None;
+    }
+    hex::decode(digits).ok()
+}
+
+/// Whether `bytes` is exactly one frame that re-encodes to itself.
+fn is_frame(bytes: &[u8]) -> bool {
+    use tern_wire::codec::decode;
+    use tern_wire::limits::FRAME_MAX;
+
+    fn exact<T: DeserializeOwned + Serialize>(bytes: &[u8]) -> bool {
+        matches!(decode::<T>(bytes, FRAME_MAX), Ok(Some((frame, used)))
+            if used == bytes.len() && wire(&frame) == bytes)
+    }
+    exact::<Up>(bytes) || exact::<Down>(bytes)
+}
+
+#[test]
+fn every_hex_example_in_the_spec_is_a_frame() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocol.md");
+    let spec = std::fs::read_to_string(path).expect("docs/protocol.md is readable");
+    let blocks = spec.split("```").skip(1).step_by(2);
+    let mut checked = 0;
+    for block in blocks {
+        let lines: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty()).collect();
+        let Some(dump) = lines
+            .iter()
+            .map(|l| hex_column(l))
+            .collect::<Option<Vec<_>>>()
+        else {
+            continue; // not a byte dump
+        };
+        let whole = dump.concat();
+        assert!(
+            is_frame(&whole) || dump.iter().all(|line| is_frame(line)),
+            "not a frame in docs/protocol.md:\n{block}"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 15,
+        "only {checked} hex examples found in the spec"
+    );
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: what README.md's second command runs and what CI runs.
+# Installs its own prerequisites (scripts/setup.sh), then: formatting, lints, every
+# test of the workspace (unit, end-to-end over QUIC on loopback, property tests), and
+# the no_std build of the wire codec.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== no_std build of tern-wire"
+scripts/check-no-std.sh
+
+echo "== cargo test --workspace"
+cargo test --workspace --locked

@@ -124,9 +124,23 @@ impl Harness {
     }
 
     /// Stops and starts the gateway on the same address and data directory.
+    ///
+    /// quinn releases the old socket when its endpoint driver task next runs after the
+    /// last handle is dropped, so binding the same port again in the same process may
+    /// briefly fail; a new process (an operator's restart) never sees this.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let gateway = start(self.config.clone()).await.expect("gateway restarts");
+        let mut tries = 0;
+        let gateway = loop {
+            match start(self.config.clone()).await {
+                Ok(gateway) => break gateway,
+                Err(tern_gateway::RuntimeError::Bind { .. }) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(err) => panic!("gateway restarts: {err}"),
+            }
+        };
         self.addr = gateway.local_addr();
         self.gateway = Some(gateway);
     }

@@ -17,8 +17,13 @@ async fn still_serving(gw: &Harness, bob_token: &str) {
         _ => None,
     })
     .await;
-    assert_eq!(message, b"kept safe", "the stored message survived the abuse");
-    bob.fetch("bob@example.com".into()).await.unwrap();
+    assert_eq!(
+        message, b"kept safe",
+        "the stored message survived the abuse"
+    );
+    bob.fetch("bob@example.com".into())
+        .await
+        .expect("the gateway still answers");
     bob.close().await;
 }
 
@@ -30,7 +35,7 @@ async fn setup() -> (Harness, String) {
     let sent = alice
         .send("bob@example.com".into(), b"kept safe".to_vec(), None)
         .await
-        .unwrap();
+        .expect("message sent");
     assert_eq!(sent.status, ReceiptStatus::Stored);
     alice.close().await;
     (gw, bob_token)
@@ -54,7 +59,10 @@ async fn garbage_bytes_close_with_malformed() {
     let (gw, bob_token) = setup().await;
     let mut raw = RawSession::open(gw.addr(), &gw.cert_pem()).await;
     raw.write(&[0x03, 0xff, 0xff, 0xff]).await;
-    assert_eq!(close_code(&raw.recv_until_closed().await), Some(ErrorCode::MALFORMED));
+    assert_eq!(
+        close_code(&raw.recv_until_closed().await),
+        Some(ErrorCode::MALFORMED)
+    );
     still_serving(&gw, &bob_token).await;
 }
 
@@ -64,7 +72,10 @@ async fn unknown_frame_type_closes_with_malformed() {
     let token = gw.add_user("mallory@example.com");
     let mut raw = logged_in(&gw, "mallory@example.com", &token).await;
     raw.write(&[0x02, 200, 0x01]).await; // tag 200 is no frame
-    assert_eq!(close_code(&raw.recv_until_closed().await), Some(ErrorCode::MALFORMED));
+    assert_eq!(
+        close_code(&raw.recv_until_closed().await),
+        Some(ErrorCode::MALFORMED)
+    );
     still_serving(&gw, &bob_token).await;
 }
 
@@ -79,7 +90,10 @@ async fn truncated_frame_then_end_of_stream_closes_with_malformed() {
     }));
     raw.write(&hello[..hello.len() - 3]).await;
     raw.send.finish().unwrap();
-    assert_eq!(close_code(&raw.recv_until_closed().await), Some(ErrorCode::MALFORMED));
+    assert_eq!(
+        close_code(&raw.recv_until_closed().await),
+        Some(ErrorCode::MALFORMED)
+    );
     still_serving(&gw, &bob_token).await;
 }
 
@@ -90,7 +104,10 @@ async fn frame_over_the_size_limit_closes_with_too_large_before_the_body_is_sent
     let mut raw = logged_in(&gw, "mallory@example.com", &token).await;
     // Announce a 10 MiB frame and send only the prefix: the gateway must not wait for it.
     raw.write(&[0x80, 0x80, 0x80, 0x05]).await;
-    assert_eq!(close_code(&raw.recv_until_closed().await), Some(ErrorCode::TOO_LARGE));
+    assert_eq!(
+        close_code(&raw.recv_until_closed().await),
+        Some(ErrorCode::TOO_LARGE)
+    );
     still_serving(&gw, &bob_token).await;
 }
 
@@ -105,7 +122,11 @@ async fn wrong_missing_or_foreign_credentials_are_unauthorized() {
     ] {
         let mut raw = RawSession::login(gw.addr(), &gw.cert_pem(), user, token).await;
         let frames = raw.recv_until_closed().await;
-        assert_eq!(close_code(&frames), Some(ErrorCode::UNAUTHORIZED), "{user}/{token}");
+        assert_eq!(
+            close_code(&frames),
+            Some(ErrorCode::UNAUTHORIZED),
+            "{user}/{token}"
+        );
         assert_eq!(frames.len(), 1, "nothing but the close: {frames:?}");
     }
     still_serving(&gw, &bob_token).await;
@@ -115,8 +136,15 @@ async fn wrong_missing_or_foreign_credentials_are_unauthorized() {
 async fn a_request_before_hello_is_a_protocol_error() {
     let (gw, bob_token) = setup().await;
     let mut raw = RawSession::open(gw.addr(), &gw.cert_pem()).await;
-    raw.send(&Up::Fetch { req: 1, target: "bob@example.com".into() }).await;
-    assert_eq!(close_code(&raw.recv_until_closed().await), Some(ErrorCode::PROTOCOL));
+    raw.send(&Up::Fetch {
+        req: 1,
+        target: "bob@example.com".into(),
+    })
+    .await;
+    assert_eq!(
+        close_code(&raw.recv_until_closed().await),
+        Some(ErrorCode::PROTOCOL)
+    );
     still_serving(&gw, &bob_token).await;
 }
 
@@ -125,10 +153,18 @@ async fn unknown_recipient_and_unknown_presentity_get_typed_answers() {
     let (gw, bob_token) = setup().await;
     let token = gw.add_user("mallory@example.com");
     let mut raw = logged_in(&gw, "mallory@example.com", &token).await;
-    raw.send(&Up::Subscribe { req: 1, target: "ghost@example.com".into() }).await;
+    raw.send(&Up::Subscribe {
+        req: 1,
+        target: "ghost@example.com".into(),
+    })
+    .await;
     assert!(matches!(
         raw.recv().await,
-        Some(Down::Fail { req: 1, code: ErrorCode::UNKNOWN_USER, .. })
+        Some(Down::Fail {
+            req: 1,
+            code: ErrorCode::UNKNOWN_USER,
+            ..
+        })
     ));
     let msg = tern_wire::Message {
         id: vec![1; 16],
@@ -140,7 +176,10 @@ async fn unknown_recipient_and_unknown_presentity_get_typed_answers() {
     raw.send(&Up::Send { req: 2, msg }).await;
     assert_eq!(
         raw.recv().await,
-        Some(Down::Receipt { req: 2, status: ReceiptStatus::Failed(ErrorCode::UNKNOWN_USER) })
+        Some(Down::Receipt {
+            req: 2,
+            status: ReceiptStatus::Failed(ErrorCode::UNKNOWN_USER)
+        })
     );
     still_serving(&gw, &bob_token).await;
 }
@@ -162,8 +201,15 @@ async fn a_client_opening_many_streams_gets_one_and_the_gateway_is_unharmed() {
     let uni = tokio::time::timeout(Duration::from_millis(200), raw.conn.open_uni()).await;
     assert!(uni.is_err(), "no unidirectional streams either");
     // The session stream still works.
-    raw.send(&Up::Fetch { req: 5, target: "mallory@example.com".into() }).await;
-    assert!(matches!(raw.recv().await, Some(Down::Presence { req: 5, .. })));
+    raw.send(&Up::Fetch {
+        req: 5,
+        target: "mallory@example.com".into(),
+    })
+    .await;
+    assert!(matches!(
+        raw.recv().await,
+        Some(Down::Presence { req: 5, .. })
+    ));
     still_serving(&gw, &bob_token).await;
 }
 
@@ -178,7 +224,11 @@ async fn a_client_that_stops_reading_is_closed_too_slow_and_loses_nothing() {
     let alice = gw.user("alice@example.com").await;
     let slow_token = gw.add_user("slow@example.com");
     let mut slow = logged_in(&gw, "slow@example.com", &slow_token).await;
-    slow.send(&Up::Subscribe { req: 1, target: "alice@example.com".into() }).await;
+    slow.send(&Up::Subscribe {
+        req: 1,
+        target: "alice@example.com".into(),
+    })
+    .await;
     assert!(matches!(slow.recv().await, Some(Down::Presence { .. })));
     // From now on `slow` reads nothing. Alice changes presence again and again, with
     // notes long enough to fill every window between the gateway and `slow`.

@@ -52,7 +52,11 @@ async fn message_to_offline_user_is_stored_then_delivered_and_receipted_late() {
     let bob_token = gw.add_user("bob@example.com");
 
     let outcome = alice
-        .send("bob@example.com".into(), b"while you were out".to_vec(), None)
+        .send(
+            "bob@example.com".into(),
+            b"while you were out".to_vec(),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(outcome.status, ReceiptStatus::Stored);
@@ -79,7 +83,10 @@ async fn offline_messages_arrive_in_the_order_sent() {
     let bob_token = gw.add_user("bob@example.com");
     for i in 0..40u32 {
         let body = format!("message {i}").into_bytes();
-        let sent = alice.send("bob@example.com".into(), body, None).await.unwrap();
+        let sent = alice
+            .send("bob@example.com".into(), body, None)
+            .await
+            .unwrap();
         assert_eq!(sent.status, ReceiptStatus::Stored);
     }
     let bob = gw.connect("bob@example.com", &bob_token).await;
@@ -95,7 +102,11 @@ async fn failed_receipts_say_why() {
     let alice = gw.user("alice@example.com").await;
     gw.add_user("bob@example.com");
     let cases = [
-        ("nobody@example.com", vec![b'x'; 10], ErrorCode::UNKNOWN_USER),
+        (
+            "nobody@example.com",
+            vec![b'x'; 10],
+            ErrorCode::UNKNOWN_USER,
+        ),
         ("bob@elsewhere.net", vec![b'x'; 10], ErrorCode::UNROUTABLE),
     ];
     for (to, body, code) in cases {
@@ -119,10 +130,17 @@ async fn failed_receipts_say_why() {
         content_type: None,
         body: vec![b'x'; 1_001],
     };
-    raw.send(&Up::Send { req: 9, msg: oversize }).await;
+    raw.send(&Up::Send {
+        req: 9,
+        msg: oversize,
+    })
+    .await;
     assert_eq!(
         raw.recv().await,
-        Some(Down::Receipt { req: 9, status: ReceiptStatus::Failed(ErrorCode::TOO_LARGE) })
+        Some(Down::Receipt {
+            req: 9,
+            status: ReceiptStatus::Failed(ErrorCode::TOO_LARGE)
+        })
     );
     // A body exactly at the limit goes through.
     let ok = alice
@@ -147,7 +165,11 @@ async fn the_same_message_id_sent_twice_is_delivered_once() {
     let first = alice.send_message(message.clone()).await.unwrap();
     let second = alice.send_message(message).await.unwrap();
     assert_eq!(first.status, ReceiptStatus::Stored);
-    assert_eq!(second.status, ReceiptStatus::Stored, "the resend reports the original");
+    assert_eq!(
+        second.status,
+        ReceiptStatus::Stored,
+        "the resend reports the original"
+    );
 
     let bob = gw.connect("bob@example.com", &bob_token).await;
     let mut bodies = Vec::new();
@@ -180,7 +202,10 @@ async fn content_type_reply_to_and_binary_bodies_are_carried() {
     })
     .await;
     assert_eq!(got.body, body);
-    assert_eq!(got.content_type.as_deref(), Some("application/octet-stream"));
+    assert_eq!(
+        got.content_type.as_deref(),
+        Some("application/octet-stream")
+    );
     assert_eq!(got.reply_to.as_deref(), Some("team@example.com"));
 }
 
@@ -195,7 +220,11 @@ async fn an_inbox_alias_reaches_its_principal() {
     };
     let desk_token = gw.add_user_with("dave@example.com", options);
     let sent = alice
-        .send("helpdesk@example.com".into(), b"printer on fire".to_vec(), None)
+        .send(
+            "helpdesk@example.com".into(),
+            b"printer on fire".to_vec(),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(sent.status, ReceiptStatus::Stored);

@@ -138,12 +138,18 @@ async fn client_that_vanishes_without_goodbye_goes_closed_after_the_idle_timeout
 async fn subscriptions_to_unknown_users_and_foreign_domains_fail_clearly() {
     let gw = Harness::start().await;
     let bob = gw.user("bob@example.com").await;
-    let unknown = bob.subscribe("nobody@example.com".into()).await.unwrap_err();
+    let unknown = bob
+        .subscribe("nobody@example.com".into())
+        .await
+        .unwrap_err();
     assert!(unknown.to_string().contains("unknown_user"), "{unknown}");
     let foreign = bob.subscribe("x@elsewhere.net".into()).await.unwrap_err();
     assert!(foreign.to_string().contains("unroutable"), "{foreign}");
     let bad = bob.fetch("not-an-address".into()).await.unwrap_err();
-    assert!(bad.to_string().contains("local@domain"), "checked before sending: {bad}");
+    assert!(
+        bad.to_string().contains("local@domain"),
+        "checked before sending: {bad}"
+    );
     // The session is still good.
     bob.fetch("bob@example.com".into()).await.unwrap();
 }

@@ -16,7 +16,10 @@ async fn messages_and_subscriptions_survive_a_gateway_restart() {
         bob.close().await;
         for i in 0..5 {
             let body = format!("stored {i}").into_bytes();
-            let outcome = alice.send("bob@example.com".into(), body, None).await.unwrap();
+            let outcome = alice
+                .send("bob@example.com".into(), body, None)
+                .await
+                .unwrap();
             assert_eq!(outcome.status, ReceiptStatus::Stored);
         }
         alice.close().await;
@@ -52,5 +55,8 @@ async fn messages_and_subscriptions_survive_a_gateway_restart() {
         _ => None,
     })
     .await;
-    assert_eq!(note, "after the restart", "the subscription outlived the restart");
+    assert_eq!(
+        note, "after the restart",
+        "the subscription outlived the restart"
+    );
 }

@@ -60,6 +60,8 @@ pub trait Store {
     fn presence(&self, presentity: &str) -> Result<Option<PresenceDoc>, StoreError>;
     /// Stores a presentity's presence document, replacing the previous one.
     fn put_presence(&mut self, doc: &PresenceDoc) -> Result<(), StoreError>;
+    /// Every stored presence document (read once at start).
+    fn presences(&self) -> Result<Vec<PresenceDoc>, StoreError>;
 
     /// Records that `watcher` subscribes to `target`; false if it already did.
     fn add_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError>;
@@ -141,6 +143,10 @@ impl Store for MemStore {
     fn put_presence(&mut self, doc: &PresenceDoc) -> Result<(), StoreError> {
         self.presence.insert(doc.presentity.clone(), doc.clone());
         Ok(())
+    }
+
+    fn presences(&self) -> Result<Vec<PresenceDoc>, StoreError> {
+        Ok(self.presence.values().cloned().collect())
     }
 
     fn add_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError> {

@@ -105,11 +105,19 @@ impl Hub {
         }
     }
 
-    /// Loads the durable subscriptions into the hub's indexes.
-    pub fn load(&mut self, store: &dyn Store) -> Result<(), StoreError> {
+    /// Starts the hub on durable state: loads the subscriptions into its indexes and,
+    /// since no session is open at start, closes every presentity still stored OPEN (the
+    /// gateway stopped without their departures: a crash, a kill, a power cut).
+    pub fn load(&mut self, now: Millis, store: &mut dyn Store) -> Result<(), StoreError> {
         for (watcher, target) in store.subscriptions()? {
             self.index_subscription(&watcher, &target);
         }
+        for doc in store.presences()? {
+            if doc.presence.is_open() {
+                self.mark_out_of_contact(now, &doc.presentity, store)?;
+            }
+        }
+        self.staged.clear();
         Ok(())
     }
 

@@ -67,7 +67,7 @@ impl World {
             store.put_user(&user(u)).unwrap();
         }
         let mut hub = Hub::new(config);
-        hub.load(&store).unwrap();
+        hub.load(0, &mut store).unwrap();
         Self {
             hub,
             store,
@@ -77,7 +77,7 @@ impl World {
 
     fn restart(&mut self) {
         let mut hub = Hub::new(self.hub.config().clone());
-        hub.load(&self.store).unwrap();
+        hub.load(self.now, &mut self.store).unwrap();
         self.hub = hub;
     }
 
@@ -746,7 +746,14 @@ fn subscriptions_survive_a_restart_and_resync_on_login() {
         vec!["bob@example.com"]
     );
     let on = w.login(2, "bob@example.com");
-    assert!(matches!(&frames_to(&on, 2)[1], Down::Notify { doc } if doc.presence == open("hi")));
+    let Down::Notify { doc } = &frames_to(&on, 2)[1] else {
+        panic!("resync expected: {on:?}");
+    };
+    assert!(
+        !doc.presence.is_open(),
+        "alice has no session since the restart"
+    );
+    assert_eq!(doc.presence.tuples[0].note.as_deref(), Some("hi"));
 }
 
 #[test]
@@ -859,4 +866,24 @@ fn bad_frames_close_only_that_connection() {
         },
     );
     assert!(matches!(&frames_to(&ok, 2)[0], Down::Presence { .. }));
+}
+
+#[test]
+fn presence_left_open_by_a_crash_is_closed_at_start() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.frame(
+        1,
+        Up::Publish {
+            req: 1,
+            presence: open("hi"),
+        },
+    );
+    // The gateway dies: no departure runs.
+    w.now += 5_000;
+    w.restart();
+    let doc = w.store.presence("alice@example.com").unwrap().unwrap();
+    assert!(!doc.presence.is_open());
+    assert_eq!(doc.updated, w.now);
+    assert_eq!(doc.presence.tuples[0].note.as_deref(), Some("hi"));
 }

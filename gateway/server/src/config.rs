@@ -1,0 +1,480 @@
+//! The gateway's configuration: a TOML file over embedded defaults, then command-line
+//! overrides ([`Overrides`]), then checks ([`GatewayConfig::validate`]).
+//!
+//! Owns the file format and every default, and turns them into what the other modules
+//! need ([`GatewayConfig::hub_config`] for the core; windows and timeouts for the QUIC
+//! endpoint). It reads one file and touches nothing else.
+//!
+//! ```toml
+//! listen = "0.0.0.0:4433"
+//! data_dir = "/var/lib/tern"
+//! domains = ["example.com", { name = "iot.example.com", presence = true, im = false }]
+//!
+//! [limits]
+//! frame_max = 65536
+//!
+//! [timeouts]
+//! idle_timeout_ms = 60000
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tern_gateway_core::{DomainConfig, HubConfig};
+use tern_wire::addr::normalise_domain;
+use tern_wire::limits::{DEFAULT_BODY_MAX, DEFAULT_FRAME_MAX, FRAME_MAX};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown keys are refused too).
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value is out of its range or inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything the gateway is configured with. Every field has a default, so an empty
+/// file (or none) is a working loopback gateway for `localhost`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// UDP address to listen on. Default `127.0.0.1:4433`: loopback until the operator
+    /// says otherwise.
+    pub listen: SocketAddr,
+    /// Where the database, certificate and key live. Default `./tern-data`.
+    pub data_dir: PathBuf,
+    /// Domains served, each with its services. Default `["localhost"]`.
+    pub domains: Vec<DomainEntry>,
+    /// Size and queue limits.
+    pub limits: Limits,
+    /// Timers.
+    pub timeouts: Timeouts,
+    /// QUIC flow-control windows.
+    pub quic: QuicTuning,
+}
+
+/// A served domain: a bare name (both services on) or a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DomainEntry {
+    /// `"example.com"`: presence and instant messages.
+    Name(String),
+    /// `{ name = "example.com", presence = true, im = false }`.
+    Table {
+        /// The domain name, any spelling; normalised to its A-label form.
+        name: String,
+        /// Whether the presence service runs (default true).
+        #[serde(default = "yes")]
+        presence: bool,
+        /// Whether the instant-message service runs (default true).
+        #[serde(default = "yes")]
+        im: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Size and queue limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame body accepted, bytes; announced in `Welcome`. Default 64 KiB.
+    pub frame_max: u32,
+    /// Largest message body accepted, bytes; announced in `Welcome`. Default 16 KiB.
+    pub body_max: u32,
+    /// Most inbox items pushed to one session and not yet acknowledged. Default 256.
+    pub inbox_window: u64,
+    /// Frames queued for one connection's writer. A connection whose queue is full is
+    /// closed with `too_slow`: it is not reading, and holding more for it would let one
+    /// stalled phone grow the gateway's memory. Nothing is lost: messages stay in the
+    /// inbox until acknowledged and are delivered again after reconnecting. Default
+    /// 1024, comfortably above `inbox_window` so that a full delivery window plus the
+    /// presence notifications around it fit.
+    pub outbound_queue: usize,
+}
+
+/// Timers, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// QUIC `max_idle_timeout`: a connection that carries no packet for this long is
+    /// gone, and its principal goes out of contact (presence CLOSED). Default 60 s.
+    ///
+    /// It trades detection speed against battery and radio: a phone must send something
+    /// (a QUIC PING) more often than this to stay connected, and each wake-up of a
+    /// cellular radio costs energy for seconds afterwards. Carrier NATs commonly forget
+    /// idle UDP bindings after 30 s to a few minutes, so clients ping every ~25 s anyway
+    /// to stay reachable; 60 s tolerates one lost ping on a weak link and still reports
+    /// a vanished client within a minute. QUIC uses the smaller of both sides' values.
+    pub idle_timeout_ms: u64,
+    /// The gateway's own QUIC keep-alive interval, if any. Default none: keeping the
+    /// NAT binding open is the client's job, since only it knows its network and its
+    /// battery; the interval clients should use is below `idle_timeout_ms` (about 25 s
+    /// with the default). Set this for clients that cannot send keep-alives.
+    pub keepalive_ms: Option<u64>,
+    /// A connection that has not sent a complete first frame (its `Hello`) this long
+    /// after the handshake is closed with `too_slow`. Default 10 s: enough for a
+    /// handshake-to-first-frame on a bad 2G link, short enough that idle sockets do not
+    /// pile up.
+    pub hello_timeout_ms: u64,
+    /// How long a send request waits for an online recipient's acknowledgement before it
+    /// is answered `Stored`. Default 5 s.
+    pub delivery_wait_ms: u64,
+}
+
+/// QUIC flow-control windows, bytes. Chat traffic is small, so the windows are small
+/// too: they bound what one connection can make the gateway buffer. The session is one
+/// bidirectional stream (the gateway allows exactly one, and no unidirectional ones).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicTuning {
+    /// Receive window of the session stream. Default 64 KiB (one maximal frame).
+    pub stream_receive_window: u32,
+    /// Receive window of the whole connection. Default 256 KiB.
+    pub receive_window: u32,
+    /// Unacknowledged bytes the gateway keeps in flight per connection. Default 256 KiB.
+    pub send_window: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            data_dir: PathBuf::from("./tern-data"),
+            domains: vec![DomainEntry::Name("localhost".into())],
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            quic: QuicTuning::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            frame_max: DEFAULT_FRAME_MAX,
+            body_max: DEFAULT_BODY_MAX,
+            inbox_window: HubConfig::default().inbox_window,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            idle_timeout_ms: 60_000,
+            keepalive_ms: None,
+            hello_timeout_ms: 10_000,
+            delivery_wait_ms: HubConfig::default().delivery_wait_ms,
+        }
+    }
+}
+
+impl Default for QuicTuning {
+    fn default() -> Self {
+        Self {
+            stream_receive_window: 64 * 1024,
+            receive_window: 256 * 1024,
+            send_window: 256 * 1024,
+        }
+    }
+}
+
+/// Values from the command line, applied over the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Replaces `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Replaces `data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// When not empty, replaces `domains` (each with both services on).
+    pub domains: Vec<String>,
+}
+
+impl GatewayConfig {
+    /// Reads a TOML file; missing keys take their defaults. The result is validated.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses TOML text; missing keys take their defaults. The result is validated.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut config: Self = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies command-line values, then validates again.
+    pub fn apply(&mut self, overrides: Overrides) -> Result<(), ConfigError> {
+        if let Some(listen) = overrides.listen {
+            self.listen = listen;
+        }
+        if let Some(dir) = overrides.data_dir {
+            self.data_dir = dir;
+        }
+        if !overrides.domains.is_empty() {
+            self.domains = overrides
+                .domains
+                .into_iter()
+                .map(DomainEntry::Name)
+                .collect();
+        }
+        self.validate()
+    }
+
+    /// Normalises the domain names (IDNA, lower case, no trailing dot) and checks every
+    /// value's range.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        let invalid = |s: String| Err(ConfigError::Invalid(s));
+        if self.domains.is_empty() {
+            return invalid("at least one domain must be served".into());
+        }
+        let mut seen = Vec::new();
+        for entry in &mut self.domains {
+            let name = entry.name_mut();
+            let normal = normalise_domain(name)
+                .map_err(|e| ConfigError::Invalid(format!("domain {name:?}: {e}")))?;
+            if seen.contains(&normal) {
+                return invalid(format!("domain {normal} is listed twice"));
+            }
+            seen.push(normal.clone());
+            *name = normal;
+        }
+        let l = &self.limits;
+        if l.frame_max == 0 || l.frame_max as usize > FRAME_MAX {
+            return invalid(format!("limits.frame_max must be 1..={FRAME_MAX}"));
+        }
+        if l.body_max == 0 || l.body_max >= l.frame_max {
+            return invalid("limits.body_max must be above 0 and below frame_max".into());
+        }
+        if l.inbox_window == 0 {
+            return invalid("limits.inbox_window must be at least 1".into());
+        }
+        if (l.outbound_queue as u64) <= l.inbox_window {
+            return invalid("limits.outbound_queue must be larger than inbox_window".into());
+        }
+        let t = &self.timeouts;
+        // QUIC encodes the idle timeout as a varint of milliseconds (< 2^62).
+        if t.idle_timeout_ms == 0 || t.idle_timeout_ms >= 1 << 62 {
+            return invalid("timeouts.idle_timeout_ms must be above 0".into());
+        }
+        if t.keepalive_ms
+            .is_some_and(|k| k == 0 || k >= t.idle_timeout_ms)
+        {
+            return invalid(
+                "timeouts.keepalive_ms must be above 0 and below idle_timeout_ms".into(),
+            );
+        }
+        if t.hello_timeout_ms == 0 || t.delivery_wait_ms == 0 {
+            return invalid(
+                "timeouts.hello_timeout_ms and delivery_wait_ms must be above 0".into(),
+            );
+        }
+        let q = &self.quic;
+        if q.stream_receive_window == 0 || q.receive_window < q.stream_receive_window {
+            return invalid(
+                "quic.receive_window must be at least stream_receive_window, which must be above 0"
+                    .into(),
+            );
+        }
+        if q.send_window == 0 {
+            return invalid("quic.send_window must be above 0".into());
+        }
+        Ok(())
+    }
+
+    /// The served domains as the core sees them.
+    pub fn domain_configs(&self) -> Vec<DomainConfig> {
+        self.domains.iter().map(DomainEntry::to_config).collect()
+    }
+
+    /// The served domain names, normalised (after [`Self::validate`]).
+    pub fn domain_names(&self) -> Vec<&str> {
+        self.domains.iter().map(DomainEntry::name).collect()
+    }
+
+    /// The core's configuration.
+    pub fn hub_config(&self) -> HubConfig {
+        HubConfig {
+            domains: self.domain_configs(),
+            frame_max: self.limits.frame_max,
+            body_max: self.limits.body_max,
+            delivery_wait_ms: self.timeouts.delivery_wait_ms,
+            inbox_window: self.limits.inbox_window,
+        }
+    }
+
+    /// [`Timeouts::idle_timeout_ms`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.idle_timeout_ms)
+    }
+
+    /// [`Timeouts::hello_timeout_ms`] as a duration.
+    pub fn hello_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.hello_timeout_ms)
+    }
+}
+
+impl DomainEntry {
+    /// The domain name as written (normalised once validated).
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Name(name) | Self::Table { name, .. } => name,
+        }
+    }
+
+    fn name_mut(&mut self) -> &mut String {
+        match self {
+            Self::Name(name) | Self::Table { name, .. } => name,
+        }
+    }
+
+    /// The entry as the core's domain configuration.
+    pub fn to_config(&self) -> DomainConfig {
+        match self {
+            Self::Name(name) => DomainConfig::new(name.clone()),
+            Self::Table { name, presence, im } => DomainConfig {
+                name: name.clone(),
+                presence: *presence,
+                im: *im,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let config = GatewayConfig::from_toml("").unwrap();
+        assert_eq!(config, GatewayConfig::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:4433");
+        assert_eq!(config.data_dir, PathBuf::from("./tern-data"));
+        assert_eq!(config.domain_names(), ["localhost"]);
+        assert_eq!(config.hub_config(), HubConfig::default());
+        assert_eq!(config.timeouts.idle_timeout_ms, 60_000);
+        assert_eq!(config.quic.stream_receive_window, 64 * 1024);
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        GatewayConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_full_file_parses_and_domains_are_normalised() {
+        let config = GatewayConfig::from_toml(
+            r#"
+            listen = "[::]:5000"
+            data_dir = "/var/lib/tern"
+            domains = ["Example.COM.", { name = "Bücher.example", im = false }]
+            [limits]
+            frame_max = 32768
+            body_max = 8192
+            inbox_window = 64
+            outbound_queue = 128
+            [timeouts]
+            idle_timeout_ms = 30000
+            keepalive_ms = 10000
+            hello_timeout_ms = 5000
+            delivery_wait_ms = 2000
+            [quic]
+            stream_receive_window = 32768
+            receive_window = 65536
+            send_window = 65536
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 5000);
+        assert_eq!(
+            config.domain_names(),
+            ["example.com", "xn--bcher-kva.example"]
+        );
+        let hub = config.hub_config();
+        assert_eq!(hub.domains[0], DomainConfig::new("example.com"));
+        assert!(hub.domains[1].presence && !hub.domains[1].im);
+        assert_eq!(
+            (hub.frame_max, hub.body_max, hub.inbox_window),
+            (32768, 8192, 64)
+        );
+        assert_eq!(hub.delivery_wait_ms, 2000);
+        assert_eq!(config.idle_timeout(), Duration::from_secs(30));
+        assert_eq!(config.timeouts.keepalive_ms, Some(10_000));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        for bad in [
+            "lisen = \"127.0.0.1:1\"",
+            "listen = \"not an address\"",
+            "[limits]\nframe_max = 0",
+            "[limits]\nbody_max = 70000",
+            "[limits]\nframe_max = 2000000",
+            "[limits]\ninbox_window = 2000",
+            "[timeouts]\nidle_timeout_ms = 0",
+            "[timeouts]\nkeepalive_ms = 60000",
+            "[quic]\nreceive_window = 1024",
+            "domains = []",
+            "domains = [\"a..b\"]",
+            "domains = [\"x.example\", \"X.example\"]",
+        ] {
+            assert!(
+                GatewayConfig::from_toml(bad).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn overrides_replace_file_values() {
+        let mut config = GatewayConfig::from_toml("domains = [\"a.example\"]").unwrap();
+        config
+            .apply(Overrides {
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+                data_dir: Some("/tmp/x".into()),
+                domains: vec!["B.example".into(), "c.example".into()],
+            })
+            .unwrap();
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.domain_names(), ["b.example", "c.example"]);
+        // Empty overrides change nothing.
+        let before = config.clone();
+        config.apply(Overrides::default()).unwrap();
+        assert_eq!(config, before);
+    }
+
+    #[test]
+    fn load_reads_a_file_and_reports_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"").unwrap();
+        assert_eq!(GatewayConfig::load(&path).unwrap().listen.port(), 9999);
+        assert!(matches!(
+            GatewayConfig::load(&dir.path().join("missing.toml")),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

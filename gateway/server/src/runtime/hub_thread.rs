@@ -1,0 +1,352 @@
+//! The hub thread: the one place where the core [`Hub`] and the SQLite connection live.
+//!
+//! SQLite calls block, so the hub runs on a dedicated OS thread, fed [`Event`]s by the
+//! connection tasks over a bounded channel. Each turn of its loop
+//! 1. waits for the first event or the hub's next deadline,
+//! 2. takes up to [`BATCH_MAX`] more events that are already queued,
+//! 3. feeds them to the hub inside one transaction, each in its own savepoint (an event
+//!    whose hub call fails is rolled back alone),
+//! 4. commits: one fsync for the whole batch,
+//! 5. and only then hands the hub's actions to the connections' outbound queues, so no
+//!    answer leaves the gateway before the data it reports is on disk.
+//!
+//! A connection whose queue is full is closed `too_slow` on the spot. A connection told
+//! to close that is still there [`FORCE_CLOSE_MS`] later (its writer is stuck behind a
+//! peer that does not read) is closed without its `Close` frame.
+//!
+//! If a batch cannot be committed, or the hub panics, the hub's memory may no longer
+//! match the database: every connection is closed `internal`, and a fresh hub is loaded
+//! from the database (clients reconnect and resume from their inbox position). Only a
+//! database that cannot even be read stops the thread, and with it the gateway.
+//!
+//! This module owns the batching and dispatch rules; it decides nothing about the
+//! protocol (that is the hub's) and touches no socket (it only hands frames to queues).
+
+use std::collections::{BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use quinn::VarInt;
+use tern_gateway_core::{Action, ConnId, Hub, HubConfig, Millis};
+use tern_wire::codec::CodecError;
+use tern_wire::{Down, ErrorCode, Up};
+
+use super::{RuntimeError, unix_ms};
+use crate::sqlite::SqliteStore;
+
+/// Most events fed to the hub in one transaction.
+pub(crate) const BATCH_MAX: usize = 256;
+/// How long a connection may take to deliver its `Close` frame before it is cut.
+pub(crate) const FORCE_CLOSE_MS: Millis = 5_000;
+
+/// What the connection tasks tell the hub thread.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A connection opened its session stream.
+    Connect {
+        /// The connection.
+        conn: ConnId,
+        /// How to reach it.
+        peer: Peer,
+    },
+    /// A decoded frame.
+    Frame { conn: ConnId, frame: Up },
+    /// Bytes that did not decode; the reader has stopped.
+    BadFrame { conn: ConnId, err: CodecError },
+    /// The connection is gone.
+    Disconnect { conn: ConnId },
+    /// Close everything, commit, and stop.
+    Shutdown,
+}
+
+/// What the hub thread sends a connection's writer.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// Write this frame.
+    Frame(Down),
+    /// Write `Down::Close`, finish the stream, then close the connection with `code`.
+    Close { code: ErrorCode, text: String },
+}
+
+/// The hub thread's handle on one connection.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    out: flume::Sender<Outbound>,
+    quic: quinn::Connection,
+    /// Set once a close was requested: later actions for the connection are dropped.
+    closing: Option<(ErrorCode, String)>,
+    /// Set after a reset: the connection belongs to a hub that no longer exists.
+    orphan: bool,
+}
+
+impl Peer {
+    pub(crate) fn new(out: flume::Sender<Outbound>, quic: quinn::Connection) -> Self {
+        Self {
+            out,
+            quic,
+            closing: None,
+            orphan: false,
+        }
+    }
+}
+
+/// Closes a QUIC connection with an error code from the registry.
+pub(crate) fn close_quic(quic: &quinn::Connection, code: ErrorCode, text: &str) {
+    quic.close(VarInt::from_u32(u32::from(code.0)), text.as_bytes());
+}
+
+/// The state owned by the hub thread.
+pub(crate) struct HubThread {
+    hub: Hub,
+    config: HubConfig,
+    store: SqliteStore,
+    peers: HashMap<ConnId, Peer>,
+    /// Connections told to close, by the time they are cut if still there.
+    force_close: BTreeSet<(Millis, ConnId)>,
+    last_now: Millis,
+}
+
+impl HubThread {
+    /// A hub thread around a loaded hub and its database.
+    pub(crate) fn new(hub: Hub, store: SqliteStore) -> Self {
+        Self {
+            config: hub.config().clone(),
+            hub,
+            store,
+            peers: HashMap::new(),
+            force_close: BTreeSet::new(),
+            last_now: 0,
+        }
+    }
+
+    /// Runs until [`Event::Shutdown`] or until every sender is gone.
+    pub(crate) fn run(mut self, events: &flume::Receiver<Event>) -> Result<(), RuntimeError> {
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        loop {
+            match self.next_wake() {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(unix_ms()));
+                    match events.recv_timeout(wait) {
+                        Ok(event) => batch.push(event),
+                        Err(flume::RecvTimeoutError::Timeout) => {}
+                        Err(flume::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match events.recv() {
+                    Ok(event) => batch.push(event),
+                    Err(flume::RecvError::Disconnected) => break,
+                },
+            }
+            batch.extend(events.try_iter().take(BATCH_MAX - batch.len()));
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.turn(&mut batch)));
+            batch.clear();
+            let now = self.now();
+            self.cut_stuck(now);
+            match outcome {
+                Ok(Ok(Turn::Continue)) => {}
+                Ok(Ok(Turn::Stop)) => return Ok(()),
+                Ok(Err(err)) => {
+                    tracing::error!(%err, "a batch failed; restarting the core");
+                    self.reset()?;
+                }
+                Err(_) => {
+                    tracing::error!("the core panicked; restarting it");
+                    self.reset()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Wall-clock Unix milliseconds, never going backwards.
+    fn now(&mut self) -> Millis {
+        self.last_now = self.last_now.max(unix_ms());
+        self.last_now
+    }
+
+    fn next_wake(&self) -> Option<Millis> {
+        let force = self.force_close.first().map(|(at, _)| *at);
+        match (self.hub.poll_timeout(), force) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// One batch: feed, commit, dispatch.
+    fn turn(&mut self, batch: &mut Vec<Event>) -> Result<Turn, RuntimeError> {
+        let now = self.now();
+        // New connections first (they need no storage), so that a batch that fails
+        // still knows every connection it must close.
+        let mut rest = Vec::with_capacity(batch.len());
+        for event in batch.drain(..) {
+            match event {
+                Event::Connect { conn, peer } => {
+                    self.peers.insert(conn, peer);
+                    self.hub.handle_connect(now, conn);
+                }
+                other => rest.push(other),
+            }
+        }
+        let mut shutdown = false;
+        let mut tx = self.store.begin()?;
+        for event in rest {
+            let (conn, result) = match event {
+                Event::Connect { .. } => continue,
+                Event::Frame { conn, frame } => {
+                    if self.peers.get(&conn).is_none_or(|p| p.orphan) {
+                        continue;
+                    }
+                    let hub = &mut self.hub;
+                    (conn, tx.event(|s| hub.handle_frame(now, conn, frame, s)))
+                }
+                Event::BadFrame { conn, err } => {
+                    if self.peers.get(&conn).is_some_and(|p| !p.orphan) {
+                        self.hub.handle_bad_frame(now, conn, err);
+                    }
+                    continue;
+                }
+                Event::Disconnect { conn } => {
+                    let Some(peer) = self.peers.remove(&conn) else {
+                        continue;
+                    };
+                    if peer.orphan {
+                        continue;
+                    }
+                    let hub = &mut self.hub;
+                    (conn, tx.event(|s| hub.handle_disconnect(now, conn, s)))
+                }
+                Event::Shutdown => {
+                    shutdown = true;
+                    continue;
+                }
+            };
+            if let Err(err) = result {
+                tracing::warn!(conn, %err, "event rolled back");
+            }
+        }
+        if self.hub.poll_timeout().is_some_and(|at| at <= now) {
+            self.hub.handle_timeout(now);
+        }
+        if shutdown {
+            // Every session departs now, durably (presence goes CLOSED).
+            let live: Vec<ConnId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| !p.orphan)
+                .map(|(c, _)| *c)
+                .collect();
+            for conn in live {
+                let hub = &mut self.hub;
+                if let Err(err) = tx.event(|s| hub.handle_disconnect(now, conn, s)) {
+                    tracing::warn!(conn, %err, "departure at shutdown rolled back");
+                }
+            }
+        }
+        tx.commit()?;
+        if shutdown {
+            while self.hub.poll_action().is_some() {}
+            for peer in self.peers.values_mut() {
+                request_close(peer, ErrorCode::SHUTDOWN, "the gateway is shutting down");
+            }
+            return Ok(Turn::Stop);
+        }
+        self.dispatch(now);
+        Ok(Turn::Continue)
+    }
+
+    /// Hands the hub's actions to the connections.
+    fn dispatch(&mut self, now: Millis) {
+        while let Some(action) = self.hub.poll_action() {
+            match action {
+                Action::Send { conn, frame } => {
+                    let Some(peer) = self.peers.get_mut(&conn) else {
+                        continue;
+                    };
+                    if peer.closing.is_some() {
+                        continue;
+                    }
+                    match peer.out.try_send(Outbound::Frame(frame)) {
+                        Ok(()) => {}
+                        Err(flume::TrySendError::Full(_)) => {
+                            tracing::warn!(conn, "outbound queue full: closing too_slow");
+                            let text = "the client does not read fast enough";
+                            close_quic(&peer.quic, ErrorCode::TOO_SLOW, text);
+                            peer.closing = Some((ErrorCode::TOO_SLOW, text.into()));
+                        }
+                        Err(flume::TrySendError::Disconnected(_)) => {
+                            peer.closing = Some((ErrorCode::INTERNAL, "writer gone".into()));
+                        }
+                    }
+                }
+                Action::Close { conn, code, text } => {
+                    let Some(peer) = self.peers.get_mut(&conn) else {
+                        continue;
+                    };
+                    if peer.closing.is_none() {
+                        tracing::debug!(conn, %code, "closing");
+                        request_close(peer, code, &text);
+                        self.force_close
+                            .insert((now.saturating_add(FORCE_CLOSE_MS), conn));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cuts connections whose `Close` frame did not get out in time.
+    fn cut_stuck(&mut self, now: Millis) {
+        while let Some(&(at, conn)) = self.force_close.first() {
+            if at > now {
+                break;
+            }
+            self.force_close.pop_first();
+            if let Some(peer) = self.peers.get(&conn)
+                && let Some((code, text)) = &peer.closing
+            {
+                tracing::debug!(conn, "close frame not delivered in time: cutting");
+                close_quic(&peer.quic, *code, text);
+            }
+        }
+    }
+
+    /// Closes every connection and starts over with a fresh hub loaded from the
+    /// database. Fails only if the database cannot be read.
+    fn reset(&mut self) -> Result<(), RuntimeError> {
+        // A connection already gone may have lost its disconnect event with the batch.
+        self.peers
+            .retain(|_, peer| peer.quic.close_reason().is_none());
+        let deadline = self.now().saturating_add(FORCE_CLOSE_MS);
+        self.force_close.clear();
+        for (conn, peer) in &mut self.peers {
+            request_close(peer, ErrorCode::INTERNAL, "the gateway failed internally");
+            peer.orphan = true;
+            self.force_close.insert((deadline, *conn));
+        }
+        let mut hub = Hub::new(self.config.clone());
+        let now = self.now();
+        self.store.write(|s| hub.load(now, s))?;
+        self.hub = hub;
+        Ok(())
+    }
+}
+
+/// What a turn asks of the loop.
+enum Turn {
+    Continue,
+    Stop,
+}
+
+/// Asks a connection's writer to close it; cuts it at once if the queue is full.
+fn request_close(peer: &mut Peer, code: ErrorCode, text: &str) {
+    if peer.closing.is_some() {
+        return;
+    }
+    let close = Outbound::Close {
+        code,
+        text: text.to_owned(),
+    };
+    if peer.out.try_send(close).is_err() {
+        close_quic(&peer.quic, code, text);
+    }
+    peer.closing = Some((code, text.to_owned()));
+}

@@ -1,0 +1,695 @@
+//! [`Store`] over an open SQLite transaction or savepoint: one SQL statement or two per
+//! call, prepared once and cached by the connection. Opening, committing and rolling
+//! back belong to the caller ([`super::SqliteStore`], [`super::Batch`]).
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tern_gateway_core::{SentRecord, Store, StoreError, UserRecord};
+use tern_wire::{InboxItem, PresenceDoc};
+
+/// A view of the database through the connection of an open transaction.
+pub(super) struct Tx<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> Tx<'c> {
+    /// Wraps the connection of an open transaction or savepoint.
+    pub(super) fn new(conn: &'c Connection) -> Self {
+        Self { conn }
+    }
+
+    fn aliases_of(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT alias FROM aliases WHERE owner = ?1 ORDER BY rowid")
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([owner], |row| row.get(0))
+            .map_err(db_error)?;
+        rows.collect::<Result<_, _>>().map_err(db_error)
+    }
+}
+
+/// A SQLite failure as the core sees it.
+pub(super) fn db_error(err: rusqlite::Error) -> StoreError {
+    StoreError(format!("sqlite: {err}"))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value).map_err(|e| StoreError(format!("encoding a value: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError(format!("corrupt {what}: {e}")))
+}
+
+/// The columns of a `users` row, before its aliases are attached.
+type UserRow = (String, Vec<u8>, bool, bool, u64);
+
+const USER_COLUMNS: &str = "SELECT address, token_hash, presentity, inbox, created FROM users";
+
+fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn user_record(row: UserRow, aliases: Vec<String>) -> Result<UserRecord, StoreError> {
+    let (address, hash, presentity, inbox, created) = row;
+    let token_hash = hash
+        .try_into()
+        .map_err(|_| StoreError(format!("corrupt token hash of {address}")))?;
+    Ok(UserRecord {
+        address,
+        token_hash,
+        presentity,
+        inbox,
+        aliases,
+        created,
+    })
+}
+
+impl Store for Tx<'_> {
+    fn user(&self, address: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(&format!("{USER_COLUMNS} WHERE address = ?1"))
+            .and_then(|mut stmt| stmt.query_row([address], user_row).optional())
+            .map_err(db_error)?;
+        row.map(|row| user_record(row, self.aliases_of(address)?))
+            .transpose()
+    }
+
+    fn put_user(&mut self, user: &UserRecord) -> Result<(), StoreError> {
+        let c = self.conn;
+        c.prepare_cached(
+            "INSERT INTO users (address, token_hash, presentity, inbox, created)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (address) DO UPDATE SET token_hash = excluded.token_hash,
+               presentity = excluded.presentity, inbox = excluded.inbox,
+               created = excluded.created",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                user.address,
+                &user.token_hash[..],
+                user.presentity,
+                user.inbox,
+                user.created
+            ])
+        })
+        .map_err(db_error)?;
+        c.prepare_cached("DELETE FROM aliases WHERE owner = ?1")
+            .and_then(|mut s| s.execute([&user.address]))
+            .map_err(db_error)?;
+        let mut insert = c
+            .prepare_cached(
+                "INSERT INTO aliases (alias, owner) VALUES (?1, ?2)
+                 ON CONFLICT (alias) DO UPDATE SET owner = excluded.owner",
+            )
+            .map_err(db_error)?;
+        for alias in &user.aliases {
+            insert.execute([alias, &user.address]).map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    fn remove_user(&mut self, address: &str) -> Result<bool, StoreError> {
+        let c = self.conn;
+        let removed = c
+            .prepare_cached("DELETE FROM users WHERE address = ?1")
+            .and_then(|mut s| s.execute([address]))
+            .map_err(db_error)?;
+        // `inbox_seq` stays: see the schema.
+        for sql in [
+            "DELETE FROM aliases WHERE owner = ?1",
+            "DELETE FROM presence WHERE presentity = ?1",
+            "DELETE FROM subscriptions WHERE watcher = ?1 OR target = ?1",
+            "DELETE FROM inbox WHERE owner = ?1",
+            "DELETE FROM sent WHERE sender = ?1 OR owner = ?1",
+        ] {
+            c.prepare_cached(sql)
+                .and_then(|mut s| s.execute([address]))
+                .map_err(db_error)?;
+        }
+        Ok(removed > 0)
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{USER_COLUMNS} ORDER BY address"))
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([], user_row)
+            .map_err(db_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|row| {
+                let aliases = self.aliases_of(&row.0)?;
+                user_record(row, aliases)
+            })
+            .collect()
+    }
+
+    fn inbox_owner(&self, address: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT address FROM users WHERE address = ?1 AND inbox
+                 UNION ALL SELECT owner FROM aliases WHERE alias = ?1
+                 LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row([address], |row| row.get(0)).optional())
+            .map_err(db_error)
+    }
+
+    fn presence(&self, presentity: &str) -> Result<Option<PresenceDoc>, StoreError> {
+        let blob: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT doc FROM presence WHERE presentity = ?1")
+            .and_then(|mut s| s.query_row([presentity], |row| row.get(0)).optional())
+            .map_err(db_error)?;
+        blob.map(|b| decode("presence document", &b)).transpose()
+    }
+
+    fn put_presence(&mut self, doc: &PresenceDoc) -> Result<(), StoreError> {
+        let blob = encode(doc)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO presence (presentity, doc) VALUES (?1, ?2)
+                 ON CONFLICT (presentity) DO UPDATE SET doc = excluded.doc",
+            )
+            .and_then(|mut s| s.execute(params![doc.presentity, blob]))
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn add_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO subscriptions (watcher, target) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute([watcher, target]))
+            .map_err(db_error)?;
+        Ok(n > 0)
+    }
+
+    fn remove_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM subscriptions WHERE watcher = ?1 AND target = ?2")
+            .and_then(|mut s| s.execute([watcher, target]))
+            .map_err(db_error)?;
+        Ok(n > 0)
+    }
+
+    fn presences(&self) -> Result<Vec<PresenceDoc>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT doc FROM presence ORDER BY presentity")
+            .map_err(db_error)?;
+        let blobs = stmt
+            .query_map([], |row| row.get::<_, Vec<u8>>(0))
+            .map_err(db_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?;
+        blobs
+            .iter()
+            .map(|b| decode("presence document", b))
+            .collect()
+    }
+
+    fn subscriptions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT watcher, target FROM subscriptions ORDER BY watcher, target")
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(db_error)?;
+        rows.collect::<Result<_, _>>().map_err(db_error)
+    }
+
+    fn inbox_push(&mut self, owner: &str, item: &InboxItem) -> Result<u64, StoreError> {
+        let blob = encode(item)?;
+        let seq: u64 = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO inbox_seq (owner, last) VALUES (?1, 1)
+                 ON CONFLICT (owner) DO UPDATE SET last = last + 1
+                 RETURNING last",
+            )
+            .and_then(|mut s| s.query_row([owner], |row| row.get(0)))
+            .map_err(db_error)?;
+        self.conn
+            .prepare_cached("INSERT INTO inbox (owner, seq, item) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![owner, seq, blob]))
+            .map_err(db_error)?;
+        Ok(seq)
+    }
+
+    fn inbox_after(
+        &self,
+        owner: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InboxItem)>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, item FROM inbox WHERE owner = ?1 AND seq > ?2
+                 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(params![owner, after, limit], |row| {
+                Ok((row.get::<_, u64>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(db_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|(seq, blob)| Ok((seq, decode("inbox item", &blob)?)))
+            .collect()
+    }
+
+    fn inbox_contains(&self, owner: &str, seq: u64) -> Result<bool, StoreError> {
+        let Ok(seq) = i64::try_from(seq) else {
+            return Ok(false);
+        };
+        self.conn
+            .prepare_cached("SELECT 1 FROM inbox WHERE owner = ?1 AND seq = ?2")
+            .and_then(|mut s| s.exists(params![owner, seq]))
+            .map_err(db_error)
+    }
+
+    fn inbox_ack(&mut self, owner: &str, upto: u64) -> Result<Vec<(u64, InboxItem)>, StoreError> {
+        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+        let acked = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT seq, item FROM inbox WHERE owner = ?1 AND seq <= ?2 ORDER BY seq",
+                )
+                .map_err(db_error)?;
+            stmt.query_map(params![owner, upto], |row| {
+                Ok((row.get::<_, u64>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(db_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?
+        };
+        self.conn
+            .prepare_cached("DELETE FROM inbox WHERE owner = ?1 AND seq <= ?2")
+            .and_then(|mut s| s.execute(params![owner, upto]))
+            .map_err(db_error)?;
+        acked
+            .into_iter()
+            .map(|(seq, blob)| Ok((seq, decode("inbox item", &blob)?)))
+            .collect()
+    }
+
+    fn sent(&self, sender: &str, id: &[u8]) -> Result<Option<SentRecord>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT owner, seq FROM sent WHERE sender = ?1 AND id = ?2")
+            .and_then(|mut s| {
+                s.query_row(params![sender, id], |row| {
+                    Ok(SentRecord {
+                        owner: row.get(0)?,
+                        seq: row.get(1)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(db_error)
+    }
+
+    fn put_sent(&mut self, sender: &str, id: &[u8], record: SentRecord) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sent (sender, id, owner, seq) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (sender, id) DO UPDATE SET owner = excluded.owner,
+                   seq = excluded.seq",
+            )
+            .and_then(|mut s| s.execute(params![sender, id, record.owner, record.seq]))
+            .map_err(db_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tern_wire::{Basic, Incoming, LateReceipt, Presence, ReceiptStatus, Tuple};
+
+    use super::super::SqliteStore;
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn user(address: &str, aliases: &[&str]) -> UserRecord {
+        UserRecord {
+            address: address.into(),
+            token_hash: tern_gateway_core::auth::hash_token(address),
+            presentity: true,
+            inbox: true,
+            aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+            created: 1_700_000_000_000,
+        }
+    }
+
+    fn message(n: u8) -> InboxItem {
+        InboxItem::Message(Incoming {
+            id: vec![n; 16],
+            from: "bob@x".into(),
+            to: "alice@x".into(),
+            reply_to: None,
+            content_type: Some("text/plain".into()),
+            body: vec![n; 100],
+            sent: 1_700_000_000_000 + u64::from(n),
+        })
+    }
+
+    fn doc(presentity: &str, note: &str) -> PresenceDoc {
+        PresenceDoc {
+            presentity: presentity.into(),
+            updated: 42,
+            presence: Presence {
+                tuples: vec![Tuple {
+                    id: "phone".into(),
+                    basic: Basic::Open,
+                    availability: None,
+                    contact: Some(format!("tern:{presentity}")),
+                    note: Some(note.into()),
+                    at: Some(1),
+                    ext: vec![],
+                }],
+                card: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn users_round_trip_with_aliases_in_order() {
+        let (_d, mut store) = open();
+        let alice = user("alice@x", &["al@x", "a@x"]);
+        let bob = user("bob@x", &[]);
+        store
+            .write(|s| {
+                s.put_user(&bob)?;
+                s.put_user(&alice)
+            })
+            .unwrap();
+        store
+            .read(|s| {
+                assert_eq!(s.user("alice@x")?, Some(alice.clone()));
+                assert_eq!(s.user("nobody@x")?, None);
+                assert_eq!(s.users()?, vec![alice.clone(), bob.clone()]);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn put_user_replaces_the_record_and_its_aliases() {
+        let (_d, mut store) = open();
+        store
+            .write(|s| s.put_user(&user("alice@x", &["al@x"])))
+            .unwrap();
+        let mut changed = user("alice@x", &["ally@x"]);
+        changed.inbox = false;
+        changed.token_hash = [1; 32];
+        store.write(|s| s.put_user(&changed)).unwrap();
+        store
+            .read(|s| {
+                assert_eq!(s.user("alice@x")?, Some(changed.clone()));
+                assert_eq!(s.inbox_owner("al@x")?, None);
+                assert_eq!(s.inbox_owner("ally@x")?.as_deref(), Some("alice@x"));
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn inbox_owner_follows_inbox_flag_and_aliases() {
+        let (_d, mut store) = open();
+        let mut no_inbox = user("carol@x", &["c@x"]);
+        no_inbox.inbox = false;
+        store
+            .write(|s| {
+                s.put_user(&user("alice@x", &["al@x"]))?;
+                s.put_user(&no_inbox)
+            })
+            .unwrap();
+        store
+            .read(|s| {
+                assert_eq!(s.inbox_owner("alice@x")?.as_deref(), Some("alice@x"));
+                assert_eq!(s.inbox_owner("al@x")?.as_deref(), Some("alice@x"));
+                assert_eq!(s.inbox_owner("carol@x")?, None);
+                assert_eq!(s.inbox_owner("c@x")?.as_deref(), Some("carol@x"));
+                assert_eq!(s.inbox_owner("nobody@x")?, None);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn presence_is_stored_and_replaced() {
+        let (_d, mut store) = open();
+        assert_eq!(store.read(|s| s.presence("alice@x")).unwrap(), None);
+        store
+            .write(|s| s.put_presence(&doc("alice@x", "one")))
+            .unwrap();
+        store
+            .write(|s| s.put_presence(&doc("alice@x", "two")))
+            .unwrap();
+        assert_eq!(
+            store.read(|s| s.presence("alice@x")).unwrap(),
+            Some(doc("alice@x", "two"))
+        );
+    }
+
+    #[test]
+    fn subscriptions_add_remove_and_list() {
+        let (_d, mut store) = open();
+        store
+            .write(|s| {
+                assert!(s.add_subscription("bob@x", "alice@x")?);
+                assert!(!s.add_subscription("bob@x", "alice@x")?);
+                assert!(s.add_subscription("alice@x", "bob@x")?);
+                assert!(s.add_subscription("carol@x", "alice@x")?);
+                assert!(s.remove_subscription("carol@x", "alice@x")?);
+                assert!(!s.remove_subscription("carol@x", "alice@x")?);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            store.read(|s| s.subscriptions()).unwrap(),
+            vec![
+                ("alice@x".to_owned(), "bob@x".to_owned()),
+                ("bob@x".to_owned(), "alice@x".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn inbox_push_after_contains_ack() {
+        let (_d, mut store) = open();
+        store
+            .write(|s| {
+                for n in 1..=5u8 {
+                    assert_eq!(s.inbox_push("alice@x", &message(n))?, u64::from(n));
+                }
+                assert_eq!(
+                    s.inbox_push("bob@x", &message(9))?,
+                    1,
+                    "per-owner numbering"
+                );
+                let page = s.inbox_after("alice@x", 1, 2)?;
+                assert_eq!(page, vec![(2, message(2)), (3, message(3))]);
+                assert_eq!(s.inbox_after("alice@x", 5, 10)?, vec![]);
+                assert_eq!(s.inbox_after("alice@x", 0, usize::MAX)?.len(), 5);
+                assert!(s.inbox_contains("alice@x", 3)?);
+                assert!(!s.inbox_contains("alice@x", 6)?);
+                assert!(!s.inbox_contains("alice@x", u64::MAX)?);
+                let acked = s.inbox_ack("alice@x", 3)?;
+                assert_eq!(acked.iter().map(|(q, _)| *q).collect::<Vec<_>>(), [1, 2, 3]);
+                assert_eq!(acked[0].1, message(1));
+                assert!(!s.inbox_contains("alice@x", 3)?);
+                assert_eq!(s.inbox_ack("alice@x", 3)?, vec![], "ack is idempotent");
+                assert_eq!(s.inbox_ack("nobody@x", u64::MAX)?, vec![]);
+                assert_eq!(s.inbox_after("alice@x", 0, 10)?.len(), 2);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn sequence_numbers_are_never_reused_after_ack() {
+        let (_d, mut store) = open();
+        store
+            .write(|s| {
+                s.inbox_push("alice@x", &message(1))?;
+                s.inbox_push("alice@x", &message(2))?;
+                s.inbox_ack("alice@x", u64::MAX)?;
+                assert_eq!(s.inbox_push("alice@x", &message(3))?, 3);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn receipts_round_trip_in_the_inbox() {
+        let (_d, mut store) = open();
+        let receipt = InboxItem::Receipt(LateReceipt {
+            id: vec![1, 2, 3],
+            to: "alice@x".into(),
+            status: ReceiptStatus::Delivered,
+        });
+        store.write(|s| s.inbox_push("bob@x", &receipt)).unwrap();
+        assert_eq!(
+            store.read(|s| s.inbox_after("bob@x", 0, 1)).unwrap(),
+            vec![(1, receipt)]
+        );
+    }
+
+    #[test]
+    fn sent_records_deduplicate() {
+        let (_d, mut store) = open();
+        let record = SentRecord {
+            owner: "alice@x".into(),
+            seq: 7,
+        };
+        store
+            .write(|s| {
+                assert_eq!(s.sent("bob@x", b"id1")?, None);
+                s.put_sent("bob@x", b"id1", record.clone())?;
+                assert_eq!(s.sent("bob@x", b"id1")?, Some(record.clone()));
+                assert_eq!(s.sent("bob@x", b"id2")?, None);
+                assert_eq!(s.sent("carol@x", b"id1")?, None);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn remove_user_cascades_but_keeps_the_sequence() {
+        let (_d, mut store) = open();
+        store
+            .write(|s| {
+                s.put_user(&user("alice@x", &["al@x"]))?;
+                s.put_user(&user("bob@x", &[]))?;
+                s.put_presence(&doc("alice@x", "here"))?;
+                s.add_subscription("alice@x", "bob@x")?;
+                s.add_subscription("bob@x", "alice@x")?;
+                s.inbox_push("alice@x", &message(1))?;
+                s.inbox_push("alice@x", &message(2))?;
+                s.put_sent(
+                    "alice@x",
+                    b"m",
+                    SentRecord {
+                        owner: "bob@x".into(),
+                        seq: 1,
+                    },
+                )?;
+                s.put_sent(
+                    "bob@x",
+                    b"m",
+                    SentRecord {
+                        owner: "alice@x".into(),
+                        seq: 1,
+                    },
+                )?;
+                assert!(s.remove_user("alice@x")?);
+                assert!(!s.remove_user("alice@x")?);
+                Ok(())
+            })
+            .unwrap();
+        store
+            .read(|s| {
+                assert_eq!(s.user("alice@x")?, None);
+                assert_eq!(s.inbox_owner("al@x")?, None);
+                assert_eq!(s.presence("alice@x")?, None);
+                assert_eq!(s.subscriptions()?, vec![]);
+                assert_eq!(s.inbox_after("alice@x", 0, 10)?, vec![]);
+                assert_eq!(s.sent("alice@x", b"m")?, None);
+                assert_eq!(s.sent("bob@x", b"m")?, None);
+                assert_eq!(s.users()?.len(), 1);
+                Ok(())
+            })
+            .unwrap();
+        // Provisioned again, the address continues its numbering.
+        store
+            .write(|s| {
+                s.put_user(&user("alice@x", &[]))?;
+                assert_eq!(s.inbox_push("alice@x", &message(3))?, 3);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn everything_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = SqliteStore::open(dir.path()).unwrap();
+            store
+                .write(|s| {
+                    s.put_user(&user("alice@x", &["al@x"]))?;
+                    s.put_presence(&doc("alice@x", "persisted"))?;
+                    s.add_subscription("bob@x", "alice@x")?;
+                    s.inbox_push("alice@x", &message(1))?;
+                    s.inbox_push("alice@x", &message(2))?;
+                    s.inbox_ack("alice@x", 1)?;
+                    s.put_sent(
+                        "bob@x",
+                        b"m",
+                        SentRecord {
+                            owner: "alice@x".into(),
+                            seq: 2,
+                        },
+                    )
+                })
+                .unwrap();
+        }
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        store
+            .read(|s| {
+                assert_eq!(s.user("alice@x")?, Some(user("alice@x", &["al@x"])));
+                assert_eq!(s.presence("alice@x")?, Some(doc("alice@x", "persisted")));
+                assert_eq!(s.subscriptions()?.len(), 1);
+                assert_eq!(s.inbox_after("alice@x", 0, 10)?, vec![(2, message(2))]);
+                assert_eq!(s.sent("bob@x", b"m")?.map(|r| r.seq), Some(2));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            store
+                .write(|s| s.inbox_push("alice@x", &message(3)))
+                .unwrap(),
+            3
+        );
+    }
+
+    #[test]
+    fn a_corrupt_blob_is_an_error_not_a_panic() {
+        let (_d, mut store) = open();
+        store
+            .conn
+            .execute(
+                "INSERT INTO presence (presentity, doc) VALUES ('x@x', X'FFFFFFFF')",
+                [],
+            )
+            .unwrap();
+        assert!(store.read(|s| s.presence("x@x")).is_err());
+        assert!(store.write(|s| s.presence("x@x")).is_err());
+    }
+}

@@ -17,5 +17,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== no_std build of tern-wire"
 scripts/check-no-std.sh
 
+echo "== build the binaries (the CLI end-to-end tests run them as processes)"
+cargo build --workspace --bins --locked
+
 echo "== cargo test --workspace"
 cargo test --workspace --locked

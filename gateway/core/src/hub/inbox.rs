@@ -248,41 +248,40 @@ impl Hub {
 
     /// The recipient went out of contact: everyone waiting on it hears `Stored` now.
     pub(super) fn release_waiting_senders(&mut self, owner: &str) {
-        let keys: Vec<(String, u64)> = self
-            .pending
-            .keys()
-            .filter(|(o, _)| o == owner)
-            .cloned()
-            .collect();
-        for key in keys {
-            if let Some(pending) = self.pending.remove(&key) {
-                self.deadlines.remove(&(pending.deadline, key.0, key.1));
-                let status = ReceiptStatus::Stored;
-                self.send(
-                    pending.conn,
-                    Down::Receipt {
-                        req: pending.req,
-                        status,
-                    },
-                );
-            }
+        for pending in self.take_pending(|(o, _), _| o == owner) {
+            let status = ReceiptStatus::Stored;
+            self.send(
+                pending.conn,
+                Down::Receipt {
+                    req: pending.req,
+                    status,
+                },
+            );
         }
     }
 
     /// A connection closed: its waiting send requests can no longer be answered; their
     /// messages will be receipted late, through the sender's inbox.
     pub(super) fn forget_departed(&mut self, conn: ConnId) {
+        self.take_pending(|_, p| p.conn == conn);
+    }
+
+    /// Removes and returns the waiting send requests that `pick` selects.
+    fn take_pending(&mut self, pick: impl Fn(&(String, u64), &Pending) -> bool) -> Vec<Pending> {
         let keys: Vec<(String, u64)> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.conn == conn)
-            .map(|(k, _)| k.clone())
+            .filter(|(key, pending)| pick(key, pending))
+            .map(|(key, _)| key.clone())
             .collect();
-        for key in keys {
-            if let Some(pending) = self.pending.remove(&key) {
-                self.deadlines.remove(&(pending.deadline, key.0, key.1));
+        let mut taken = Vec::with_capacity(keys.len());
+        for (owner, seq) in keys {
+            if let Some(pending) = self.pending.remove(&(owner.clone(), seq)) {
+                self.deadlines.remove(&(pending.deadline, owner, seq));
+                taken.push(pending);
             }
         }
+        taken
     }
 
     fn im_enabled(&self, user: &str) -> bool {

@@ -217,7 +217,8 @@ async fn a_client_opening_many_streams_gets_one_and_the_gateway_is_unharmed() {
 async fn a_client_that_stops_reading_is_closed_too_slow_and_loses_nothing() {
     let gw = Harness::start_with(|c| {
         c.limits.inbox_window = 8;
-        c.limits.outbound_queue = 16;
+        c.limits.max_subscriptions = 8;
+        c.limits.outbound_queue = 80;
         c.quic.send_window = 16 * 1024;
     })
     .await;

@@ -1,1 +1,470 @@
-fn main() {}
+//! `tern`: the tern command-line client, for people, scripts and small devices.
+//!
+//! Owns the command line (flags, `TERN_*` environment variables, subcommands), turning
+//! arguments into client calls, printing one JSON object per line on stdout (flushed per
+//! line; schema in `json.rs`), and exit codes: 0 on success, 1 with one line
+//! `tern: <error>` on stderr otherwise (2 for usage errors, from clap). Logs go to stderr,
+//! filtered by `RUST_LOG` (default `warn`); tokens and message bodies are never logged.
+//!
+//! It may only use `tern-client`'s public API (and `tern-wire`'s types); it never depends
+//! on the gateway crates.
+
+mod json;
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use tern_client::{
+    Availability, Basic, CardField, CardKind, Client, ClientConfig, ConnectionState, Event,
+    Message, Presence, Tuple,
+};
+use tern_wire::addr::Address;
+use tern_wire::limits::MSG_ID_MAX;
+
+/// tern presence and instant messaging client. Prints one JSON object per line.
+#[derive(Debug, Parser)]
+#[command(name = "tern", version)]
+struct Cli {
+    /// The gateway's address, host:port.
+    #[arg(long, env = "TERN_GATEWAY", default_value = "127.0.0.1:4433")]
+    gateway: String,
+    /// PEM file with the gateway's certificate or its CA (required: nothing else is trusted).
+    #[arg(long, env = "TERN_CA", value_name = "CERT.pem")]
+    ca: PathBuf,
+    /// TLS server name the certificate must match [default: the domain of --user].
+    #[arg(long, env = "TERN_SERVER_NAME", value_name = "NAME")]
+    server_name: Option<String>,
+    /// Who you are.
+    #[arg(long, env = "TERN_USER", value_name = "NAME@DOMAIN")]
+    user: String,
+    /// Your access token (prefer the environment variable: flags show in process lists).
+    #[arg(long, env = "TERN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Seconds between keep-alive pings (0: none).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    keepalive: u64,
+    /// Seconds without a packet after which the link counts as lost.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    idle_timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replace your presence with one tuple; prints {"ok":true}.
+    ///
+    /// The gateway marks you CLOSED when your last session ends, so without --hold the
+    /// presence lasts only as long as this command does.
+    Publish {
+        /// Whether you accept instant messages.
+        #[arg(long, value_enum)]
+        status: Status,
+        /// available, away, busy, idle, dnd, xa, or a registered number.
+        #[arg(long, value_parser = parse_availability)]
+        availability: Option<Availability>,
+        /// A free-text note.
+        #[arg(long)]
+        note: Option<String>,
+        /// Where to reach you, as a URI (tern:you@example.com, tel:+1555..., mailto:...).
+        #[arg(long, value_name = "URI")]
+        contact: Option<String>,
+        /// The tuple's id.
+        #[arg(long, value_name = "ID", default_value = "default")]
+        tuple: String,
+        /// A contact-card field (name, email, tel, postal, url, or a number); repeatable.
+        #[arg(long = "card", value_name = "KIND=VALUE", value_parser = parse_card)]
+        card: Vec<CardField>,
+        /// Stay connected until interrupted, keeping this presence (restored after a
+        /// reconnect).
+        #[arg(long)]
+        hold: bool,
+    },
+    /// Print a presentity's presence once.
+    Fetch {
+        /// The presentity.
+        #[arg(value_name = "NAME@DOMAIN")]
+        presentity: String,
+    },
+    /// Subscribe, print each one's presence, then every change until interrupted.
+    Watch {
+        /// The presentities.
+        #[arg(value_name = "NAME@DOMAIN", required = true)]
+        presentities: Vec<String>,
+        /// Exit after this many notifications (the gateway restates each subscribed
+        /// presence when a session opens; those count).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Send an instant message; prints its receipt.
+    Send {
+        /// The recipient's inbox.
+        #[arg(value_name = "NAME@DOMAIN")]
+        to: String,
+        /// The message text; `-` reads the body from standard input.
+        text: String,
+        /// MIME content type [default: text/plain;charset=utf-8].
+        #[arg(long, value_name = "TYPE")]
+        content_type: Option<String>,
+        /// Message id in hex (1 to 32 bytes); resending with the same id is safe.
+        #[arg(long, value_name = "HEX", value_parser = parse_id)]
+        id: Option<MessageId>,
+    },
+    /// Print incoming messages and late receipts until interrupted.
+    ///
+    /// Each item is acknowledged once printed and flushed; in a pipeline, prefer --count
+    /// to a reader that stops early (`| head -1`): what sits unread in the pipe is lost.
+    Listen {
+        /// Exit after this many messages and receipts.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Status {
+    Open,
+    Closed,
+}
+
+/// A message id given on the command line.
+#[derive(Debug, Clone)]
+struct MessageId(Vec<u8>);
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = format!("{e:#}").replace(['\n', '\r'], " ");
+            eprintln!("tern: {text}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ca_pem =
+        std::fs::read(&cli.ca).with_context(|| format!("cannot read {}", cli.ca.display()))?;
+    let long_lived = matches!(
+        cli.command,
+        Command::Watch { .. } | Command::Listen { .. } | Command::Publish { hold: true, .. }
+    );
+    let config = ClientConfig {
+        server_name: cli.server_name,
+        keepalive: Duration::from_secs(cli.keepalive),
+        idle_timeout: Duration::from_secs(cli.idle_timeout),
+        reconnect: long_lived,
+        // Only `listen` shows messages; the others leave them in the inbox.
+        inbox: matches!(cli.command, Command::Listen { .. }),
+        ..ClientConfig::new(cli.gateway, cli.user, cli.token, ca_pem)
+    };
+    // A body from stdin is read before connecting: the session should not wait on it.
+    let body = match &cli.command {
+        Command::Send { text, .. } if text == "-" => Some(read_stdin()?),
+        Command::Send { text, .. } => Some(text.clone().into_bytes()),
+        _ => None,
+    };
+    let client = Client::connect(config).await?;
+    let result = command(&client, cli.command, body).await;
+    // An event whose printing failed is not acknowledged: `close` leaves it in the inbox.
+    client.close().await;
+    match result {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> anyhow::Result<()> {
+    match command {
+        Command::Publish {
+            status,
+            availability,
+            note,
+            contact,
+            tuple,
+            card,
+            hold,
+        } => {
+            let basic = match status {
+                Status::Open => Basic::Open,
+                Status::Closed => Basic::Closed,
+            };
+            let tuple = Tuple {
+                id: tuple,
+                basic,
+                availability,
+                contact,
+                note,
+                at: Some(unix_seconds()),
+                ext: vec![],
+            };
+            let presence = Presence {
+                tuples: vec![tuple],
+                card,
+            };
+            client.publish(presence).await?;
+            print_line(&serde_json::json!({ "ok": true }))?;
+            if hold {
+                follow(client, None, |_| Ok(false)).await?;
+            }
+            Ok(())
+        }
+        Command::Fetch { presentity } => {
+            let doc = client.fetch(presentity).await?;
+            print_line(&json::presence(&doc))
+        }
+        Command::Watch {
+            presentities,
+            count,
+        } => {
+            for presentity in presentities {
+                let doc = client
+                    .subscribe(presentity.clone())
+                    .await
+                    .with_context(|| format!("subscribe {presentity}"))?;
+                print_line(&json::presence(&doc))?;
+            }
+            follow(client, count, |event| match event {
+                Event::Presence(doc) => print_line(&json::presence(&doc)).map(|()| true),
+                _ => Ok(false),
+            })
+            .await
+        }
+        Command::Send {
+            to,
+            text: _,
+            content_type,
+            id,
+        } => {
+            let message = Message {
+                id: id.map_or_else(tern_client::new_message_id, |id| id.0),
+                to: to.clone(),
+                reply_to: None,
+                content_type,
+                body: body.unwrap_or_default(),
+            };
+            let outcome = client.send_message(message).await?;
+            let to = Address::parse(&to).map_or(to, Address::into_string);
+            print_line(&json::receipt(None, &outcome.id, &to, outcome.status))
+        }
+        Command::Listen { count } => {
+            follow(client, count, |event| {
+                match event {
+                    Event::Message { seq, message } => print_line(&json::message(seq, &message))?,
+                    Event::Receipt { seq, receipt } => {
+                        print_line(&json::late_receipt(seq, &receipt))?;
+                    }
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            })
+            .await
+        }
+    }
+}
+
+/// Hands every event to `show`, which says whether it printed it, until `count` were
+/// printed or the user interrupts (Ok), or the connection is gone for good (Err).
+/// Connection changes are logged on stderr.
+async fn follow(
+    client: &Client,
+    count: Option<u64>,
+    mut show: impl FnMut(Event) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let mut interrupted = std::pin::pin!(interrupted());
+    let mut printed = 0;
+    loop {
+        if count.is_some_and(|count| printed >= count) {
+            // The last item was printed and flushed: it is handled.
+            client.acknowledge();
+            return Ok(());
+        }
+        let event = tokio::select! {
+            event = client.next_event() => event,
+            () = &mut interrupted => return Ok(()),
+        };
+        match event {
+            None => bail!("disconnected"),
+            Some(Event::Connection(ConnectionState::Disconnected { reason })) => {
+                bail!("disconnected: {reason}")
+            }
+            Some(Event::Connection(ConnectionState::Reconnecting { reason })) => {
+                tracing::warn!(%reason, "reconnecting");
+            }
+            Some(Event::Connection(ConnectionState::Connected)) => tracing::warn!("reconnected"),
+            Some(Event::Connection(state)) => tracing::warn!(?state, "connection"),
+            Some(event) => {
+                if show(event)? {
+                    printed += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on ctrl-c, or on SIGTERM where there is one.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    // Without a handler there is nothing to wait for; run until the connection ends.
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Prints one JSON object on its own line and flushes, for scripts reading line by line.
+fn print_line(value: &impl Serialize) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Whether stdout was closed by the reader (`tern listen | head -1`): a normal end.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let kind = cause
+            .downcast_ref::<io::Error>()
+            .map(io::Error::kind)
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            });
+        kind == Some(io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    io::stdin()
+        .read_to_end(&mut body)
+        .context("cannot read the message body from standard input")?;
+    Ok(body)
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn parse_availability(s: &str) -> Result<Availability, String> {
+    Availability::parse(s).ok_or_else(|| {
+        format!("{s:?} is not available, away, busy, idle, dnd, xa or a number 0-255")
+    })
+}
+
+fn parse_card(s: &str) -> Result<CardField, String> {
+    let (kind, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KIND=VALUE"))?;
+    let kind = CardKind::parse(kind).ok_or_else(|| {
+        format!("{kind:?} is not name, email, tel, postal, url or a number 0-255")
+    })?;
+    Ok(CardField {
+        kind,
+        value: value.to_string(),
+    })
+}
+
+fn parse_id(s: &str) -> Result<MessageId, String> {
+    let id = hex::decode(s).map_err(|e| format!("{s:?} is not hex: {e}"))?;
+    if id.is_empty() || id.len() > MSG_ID_MAX {
+        return Err(format!("a message id has 1 to {MSG_ID_MAX} bytes"));
+    }
+    Ok(MessageId(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_a_publish() {
+        let cli = Cli::try_parse_from([
+            "tern",
+            "--ca",
+            "ca.pem",
+            "--user",
+            "a@example.com",
+            "--token",
+            "t",
+            "publish",
+            "--status",
+            "open",
+            "--availability",
+            "dnd",
+            "--card",
+            "email=a@example.com",
+        ])
+        .unwrap();
+        let Command::Publish {
+            status,
+            availability,
+            card,
+            tuple,
+            ..
+        } = cli.command
+        else {
+            panic!("not publish");
+        };
+        assert!(matches!(status, Status::Open));
+        assert_eq!(availability, Some(Availability::DND));
+        assert_eq!(card[0].kind, CardKind::EMAIL);
+        assert_eq!(tuple, "default");
+        assert_eq!(cli.gateway, "127.0.0.1:4433");
+    }
+
+    #[test]
+    fn argument_parsers() {
+        assert_eq!(parse_availability("7"), Ok(Availability(7)));
+        assert!(parse_availability("sleepy").is_err());
+        assert!(parse_card("email").is_err());
+        assert_eq!(parse_id("00ff").unwrap().0, vec![0, 255]);
+        assert!(parse_id("").is_err());
+        assert!(parse_id("zz").is_err());
+        assert!(parse_id(&"ab".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn broken_pipes_end_quietly() {
+        let e = anyhow::Error::from(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(is_broken_pipe(&e));
+        let e = anyhow::Error::from(io::Error::from(io::ErrorKind::NotFound));
+        assert!(!is_broken_pipe(&e));
+    }
+}

@@ -39,6 +39,8 @@ pub struct HubConfig {
     pub delivery_wait_ms: u64,
     /// Most inbox items pushed to one session and not yet acknowledged.
     pub inbox_window: u64,
+    /// Most presentities one principal may subscribe to.
+    pub max_subscriptions: usize,
 }
 
 impl Default for HubConfig {
@@ -49,6 +51,7 @@ impl Default for HubConfig {
             body_max: DEFAULT_BODY_MAX,
             delivery_wait_ms: 5_000,
             inbox_window: 256,
+            max_subscriptions: 500,
         }
     }
 }

@@ -69,6 +69,10 @@ pub trait Store {
     fn remove_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError>;
     /// Every subscription as (watcher, target), for loading at start.
     fn subscriptions(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// The presentities `watcher` subscribes to.
+    fn subscriptions_of(&self, watcher: &str) -> Result<Vec<String>, StoreError>;
+    /// The principals subscribed to `target`.
+    fn watchers_of(&self, target: &str) -> Result<Vec<String>, StoreError>;
 
     /// Appends to an inbox log, returning the item's sequence number: one more than the
     /// last ever appended to that inbox (numbers are never reused, even after removal).
@@ -159,6 +163,24 @@ impl Store for MemStore {
 
     fn subscriptions(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(self.subscriptions.iter().cloned().collect())
+    }
+
+    fn subscriptions_of(&self, watcher: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .subscriptions
+            .iter()
+            .filter(|(w, _)| w == watcher)
+            .map(|(_, t)| t.clone())
+            .collect())
+    }
+
+    fn watchers_of(&self, target: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .subscriptions
+            .iter()
+            .filter(|(_, t)| t == target)
+            .map(|(w, _)| w.clone())
+            .collect())
     }
 
     fn inbox_push(&mut self, owner: &str, item: &InboxItem) -> Result<u64, StoreError> {

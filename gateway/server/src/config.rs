@@ -73,16 +73,21 @@ pub enum DomainEntry {
     /// `"example.com"`: presence and instant messages.
     Name(String),
     /// `{ name = "example.com", presence = true, im = false }`.
-    Table {
-        /// The domain name, any spelling; normalised to its A-label form.
-        name: String,
-        /// Whether the presence service runs (default true).
-        #[serde(default = "yes")]
-        presence: bool,
-        /// Whether the instant-message service runs (default true).
-        #[serde(default = "yes")]
-        im: bool,
-    },
+    Table(DomainTable),
+}
+
+/// A served domain written as a table; a misspelt key is refused, not ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainTable {
+    /// The domain name, any spelling; normalised to its A-label form.
+    pub name: String,
+    /// Whether the presence service runs (default true).
+    #[serde(default = "yes")]
+    pub presence: bool,
+    /// Whether the instant-message service runs (default true).
+    #[serde(default = "yes")]
+    pub im: bool,
 }
 
 fn yes() -> bool {
@@ -99,12 +104,14 @@ pub struct Limits {
     pub body_max: u32,
     /// Most inbox items pushed to one session and not yet acknowledged. Default 256.
     pub inbox_window: u64,
+    /// Most presentities one principal may subscribe to. Default 500: RFC 2779 2.2.4
+    /// asks for hundreds, and every subscription costs a notification at each login.
+    pub max_subscriptions: usize,
     /// Frames queued for one connection's writer. A connection whose queue is full is
     /// closed with `too_slow`: it is not reading, and holding more for it would let one
     /// stalled phone grow the gateway's memory. Nothing is lost: messages stay in the
     /// inbox until acknowledged and are delivered again after reconnecting. Default
-    /// 1024, comfortably above `inbox_window` so that a full delivery window plus the
-    /// presence notifications around it fit.
+    /// 1024; it must hold a login's burst: `inbox_window` + `max_subscriptions` + 64.
     pub outbound_queue: usize,
 }
 
@@ -164,12 +171,20 @@ impl Default for GatewayConfig {
     }
 }
 
+/// Room a Send frame needs besides its body: tags, request id, a 32-byte message id,
+/// two addresses of up to 255 bytes and a content type of up to 255 bytes, with their
+/// length prefixes.
+const SEND_OVERHEAD_MAX: u64 = 1024;
+/// Frames a login may queue besides the delivery window and the subscriptions.
+const LOGIN_MARGIN: u64 = 64;
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
             frame_max: DEFAULT_FRAME_MAX,
             body_max: DEFAULT_BODY_MAX,
             inbox_window: HubConfig::default().inbox_window,
+            max_subscriptions: HubConfig::default().max_subscriptions,
             outbound_queue: 1024,
         }
     }
@@ -264,19 +279,32 @@ impl GatewayConfig {
         if l.frame_max == 0 || l.frame_max as usize > FRAME_MAX {
             return invalid(format!("limits.frame_max must be 1..={FRAME_MAX}"));
         }
-        if l.body_max == 0 || l.body_max >= l.frame_max {
-            return invalid("limits.body_max must be above 0 and below frame_max".into());
+        // A Send frame carries, besides the body, an id, addresses and a content type:
+        // leave room for them, so a body at the limit fails one message (too_large)
+        // instead of closing the session with an oversize frame.
+        if l.body_max == 0 || u64::from(l.body_max) + SEND_OVERHEAD_MAX > u64::from(l.frame_max) {
+            return invalid(format!(
+                "limits.body_max must be above 0 and at least {SEND_OVERHEAD_MAX} bytes below frame_max"
+            ));
         }
         if l.inbox_window == 0 {
             return invalid("limits.inbox_window must be at least 1".into());
         }
-        if (l.outbound_queue as u64) <= l.inbox_window {
-            return invalid("limits.outbound_queue must be larger than inbox_window".into());
+        if l.max_subscriptions == 0 {
+            return invalid("limits.max_subscriptions must be at least 1".into());
+        }
+        // At login a session is sent one Notify per subscription and a window of inbox
+        // items at once; the queue must hold all of it with room to spare.
+        let login_burst = l.inbox_window + l.max_subscriptions as u64 + LOGIN_MARGIN;
+        if (l.outbound_queue as u64) < login_burst {
+            return invalid(format!(
+                "limits.outbound_queue must be at least inbox_window + max_subscriptions + {LOGIN_MARGIN} ({login_burst})"
+            ));
         }
         let t = &self.timeouts;
         // QUIC encodes the idle timeout as a varint of milliseconds (< 2^62).
         if t.idle_timeout_ms == 0 || t.idle_timeout_ms >= 1 << 62 {
-            return invalid("timeouts.idle_timeout_ms must be above 0".into());
+            return invalid("timeouts.idle_timeout_ms must be above 0 and below 2^62".into());
         }
         if t.keepalive_ms
             .is_some_and(|k| k == 0 || k >= t.idle_timeout_ms)
@@ -321,6 +349,7 @@ impl GatewayConfig {
             body_max: self.limits.body_max,
             delivery_wait_ms: self.timeouts.delivery_wait_ms,
             inbox_window: self.limits.inbox_window,
+            max_subscriptions: self.limits.max_subscriptions,
         }
     }
 
@@ -339,13 +368,13 @@ impl DomainEntry {
     /// The domain name as written (normalised once validated).
     pub fn name(&self) -> &str {
         match self {
-            Self::Name(name) | Self::Table { name, .. } => name,
+            Self::Name(name) | Self::Table(DomainTable { name, .. }) => name,
         }
     }
 
     fn name_mut(&mut self) -> &mut String {
         match self {
-            Self::Name(name) | Self::Table { name, .. } => name,
+            Self::Name(name) | Self::Table(DomainTable { name, .. }) => name,
         }
     }
 
@@ -353,7 +382,7 @@ impl DomainEntry {
     pub fn to_config(&self) -> DomainConfig {
         match self {
             Self::Name(name) => DomainConfig::new(name.clone()),
-            Self::Table { name, presence, im } => DomainConfig {
+            Self::Table(DomainTable { name, presence, im }) => DomainConfig {
                 name: name.clone(),
                 presence: *presence,
                 im: *im,
@@ -384,6 +413,28 @@ mod tests {
     }
 
     #[test]
+    fn a_misspelt_key_in_a_domain_table_is_refused() {
+        let typo = r#"domains = [{ name = "a.example", presense = false }]"#;
+        assert!(GatewayConfig::from_toml(typo).is_err());
+    }
+
+    #[test]
+    fn limits_leave_room_for_a_send_and_a_login_burst() {
+        let mut tight = GatewayConfig::default();
+        tight.limits.body_max = tight.limits.frame_max - 10;
+        assert!(
+            tight.validate().is_err(),
+            "a body at the limit must fit in a frame"
+        );
+        let mut small_queue = GatewayConfig::default();
+        small_queue.limits.outbound_queue = 300;
+        assert!(
+            small_queue.validate().is_err(),
+            "login burst must fit the queue"
+        );
+    }
+
+    #[test]
     fn a_full_file_parses_and_domains_are_normalised() {
         let config = GatewayConfig::from_toml(
             r#"
@@ -394,7 +445,8 @@ mod tests {
             frame_max = 32768
             body_max = 8192
             inbox_window = 64
-            outbound_queue = 128
+            max_subscriptions = 200
+            outbound_queue = 400
             [timeouts]
             idle_timeout_ms = 30000
             keepalive_ms = 10000

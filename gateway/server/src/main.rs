@@ -99,7 +99,13 @@ enum UserCommand {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+    // No subcommand means `serve` with no flags; the environment still applies.
+    let default_serve = || {
+        let mut args = ServeArgs::default();
+        args.common.config = std::env::var_os("TERN_GATEWAY_CONFIG").map(PathBuf::from);
+        Command::Serve(args)
+    };
+    match cli.command.unwrap_or_else(default_serve) {
         Command::Serve(args) => serve(args),
         Command::User(command) => user(command),
     }

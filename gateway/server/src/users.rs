@@ -70,6 +70,14 @@ pub enum UsersError {
     /// The principal already exists.
     #[error("{0} already exists")]
     Exists(String),
+    /// An alias outside the principal's own domain.
+    #[error("alias {alias} is not in the principal's domain {domain}")]
+    ForeignAlias {
+        /// The alias.
+        alias: String,
+        /// The principal's domain.
+        domain: String,
+    },
     /// An address is already a principal or another principal's alias.
     #[error("{address} is already used by {owner}")]
     Taken {
@@ -105,14 +113,24 @@ enum Outcome {
 /// Provisions a principal and returns its access token, which is stored nowhere: show
 /// it to the operator once. Refuses an existing principal or an address in use.
 pub fn add(data_dir: &Path, address: &str, opts: UserOptions) -> Result<String, UsersError> {
-    let address = normalise(address)?.into_string();
+    let principal = normalise(address)?;
     let mut aliases: Vec<String> = Vec::new();
     for alias in &opts.aliases {
-        let alias = normalise(alias)?.into_string();
-        if alias != address && !aliases.contains(&alias) {
+        let alias = normalise(alias)?;
+        // Each domain is administered on its own (RFC 2779 2.1.4): provisioning in one
+        // domain must not take names in another.
+        if alias.domain() != principal.domain() {
+            return Err(UsersError::ForeignAlias {
+                alias: alias.into_string(),
+                domain: principal.domain().to_owned(),
+            });
+        }
+        let alias = alias.into_string();
+        if alias != principal.as_str() && !aliases.contains(&alias) {
             aliases.push(alias);
         }
     }
+    let address = principal.into_string();
     let token = generate_token();
     let record = UserRecord {
         address: address.clone(),
@@ -195,6 +213,21 @@ mod tests {
         assert!(user.presentity && user.inbox);
         let other = add(dir.path(), "bob@example.com", UserOptions::default()).unwrap();
         assert_ne!(token, other);
+    }
+
+    #[test]
+    fn an_alias_must_be_in_the_principals_own_domain() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = UserOptions {
+            aliases: vec!["desk@other.example".into()],
+            ..UserOptions::default()
+        };
+        let err = add(dir.path(), "alice@example.com", opts).unwrap_err();
+        assert!(matches!(err, UsersError::ForeignAlias { .. }), "{err}");
+        assert!(
+            list(dir.path()).unwrap().is_empty(),
+            "nothing was provisioned"
+        );
     }
 
     #[test]

@@ -276,7 +276,8 @@ async fn no_hello_in_time_is_closed_too_slow() -> Result<()> {
 async fn a_client_that_does_not_read_is_closed_too_slow() -> Result<()> {
     let fx = start_with(|c| {
         c.limits.inbox_window = 8;
-        c.limits.outbound_queue = 16;
+        c.limits.max_subscriptions = 8;
+        c.limits.outbound_queue = 80;
     })
     .await?;
     // A tiny receive window: the gateway's writer blocks after about 1 KiB.

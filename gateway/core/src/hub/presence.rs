@@ -7,6 +7,8 @@
 //! published. Subscriptions are durable; a watcher gets the current document of each
 //! subscription when its session opens.
 
+use std::collections::BTreeSet;
+
 use tern_wire::addr::Address;
 use tern_wire::frame::ReqId;
 use tern_wire::{Basic, Down, ErrorCode, Presence, PresenceDoc};
@@ -79,6 +81,13 @@ impl Hub {
                 return Ok(());
             }
         };
+        let watching = self.watching.get(user);
+        let count = watching.map_or(0, BTreeSet::len);
+        let already = watching.is_some_and(|t| t.contains(&target));
+        if count >= self.config.max_subscriptions && !already {
+            self.fail(conn, req, ErrorCode::REFUSED, "subscription limit reached");
+            return Ok(());
+        }
         store.add_subscription(user, &target)?;
         let doc = self.current_doc(&target, store)?;
         self.index_subscription(user, &target);
@@ -107,6 +116,32 @@ impl Hub {
         store.remove_subscription(user, target.as_str())?;
         self.unindex_subscription(user, target.as_str());
         self.send(conn, Down::Ok { req });
+        Ok(())
+    }
+
+    /// At login, re-reads the principal's subscriptions both ways and its document from
+    /// the store: the operator may have removed and provisioned it again while the
+    /// gateway ran, and nobody must be notified of what they did not subscribe to.
+    pub(super) fn resync_principal(
+        &mut self,
+        user: &str,
+        store: &dyn Store,
+    ) -> Result<(), StoreError> {
+        let targets = store.subscriptions_of(user)?;
+        let watchers = store.watchers_of(user)?;
+        for old in self.watching.get(user).cloned().unwrap_or_default() {
+            self.unindex_subscription(user, &old);
+        }
+        for old in self.watchers.get(user).cloned().unwrap_or_default() {
+            self.unindex_subscription(&old, user);
+        }
+        for target in &targets {
+            self.index_subscription(user, target);
+        }
+        for watcher in &watchers {
+            self.index_subscription(watcher, user);
+        }
+        self.docs.remove(user);
         Ok(())
     }
 

@@ -182,6 +182,9 @@ impl Hub {
         };
         let user = address.into_string();
         tracing::debug!(conn, %user, "session opened");
+        if self.sessions_of(&user) == 0 {
+            self.resync_principal(&user, store)?;
+        }
         self.conns.insert(
             conn,
             ConnState::Active(Session {

@@ -887,3 +887,80 @@ fn presence_left_open_by_a_crash_is_closed_at_start() {
     assert_eq!(doc.updated, w.now);
     assert_eq!(doc.presence.tuples[0].note.as_deref(), Some("hi"));
 }
+
+#[test]
+fn a_principal_removed_and_provisioned_again_inherits_no_subscriptions() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.login(2, "bob@example.com");
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+    w.disconnect(2);
+    // The operator removes bob and provisions the address again while the hub runs.
+    w.store.remove_user("bob@example.com").unwrap();
+    w.store.put_user(&user("bob@example.com")).unwrap();
+    w.login(3, "bob@example.com");
+    let publish = w.frame(
+        1,
+        Up::Publish {
+            req: 2,
+            presence: open("hi"),
+        },
+    );
+    assert!(
+        frames_to(&publish, 3).is_empty(),
+        "the new bob never subscribed: {publish:?}"
+    );
+    assert!(w.hub.watchers_of("alice@example.com").is_empty());
+}
+
+#[test]
+fn subscriptions_are_limited_per_principal() {
+    let mut w = World::new();
+    w.hub = Hub::new(HubConfig {
+        max_subscriptions: 1,
+        ..w.hub.config().clone()
+    });
+    w.login(1, "alice@example.com");
+    let first = w.frame(
+        1,
+        Up::Subscribe {
+            req: 1,
+            target: "bob@example.com".into(),
+        },
+    );
+    assert!(matches!(
+        &frames_to(&first, 1)[0],
+        Down::Presence { req: 1, .. }
+    ));
+    let again = w.frame(
+        1,
+        Up::Subscribe {
+            req: 2,
+            target: "bob@example.com".into(),
+        },
+    );
+    assert!(
+        matches!(&frames_to(&again, 1)[0], Down::Presence { req: 2, .. }),
+        "idempotent"
+    );
+    let second = w.frame(
+        1,
+        Up::Subscribe {
+            req: 3,
+            target: "carol@other.org".into(),
+        },
+    );
+    assert!(matches!(
+        &frames_to(&second, 1)[0],
+        Down::Fail {
+            code: ErrorCode::REFUSED,
+            ..
+        }
+    ));
+}

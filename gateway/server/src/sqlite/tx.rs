@@ -18,12 +18,17 @@ impl<'c> Tx<'c> {
     }
 
     fn aliases_of(&self, owner: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT alias FROM aliases WHERE owner = ?1 ORDER BY rowid")
-            .map_err(db_error)?;
+        self.column(
+            "SELECT alias FROM aliases WHERE owner = ?1 ORDER BY rowid",
+            owner,
+        )
+    }
+
+    /// The single text column of every row a one-parameter query returns.
+    fn column(&self, sql: &str, param: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(db_error)?;
         let rows = stmt
-            .query_map([owner], |row| row.get(0))
+            .query_map([param], |row| row.get(0))
             .map_err(db_error)?;
         rows.collect::<Result<_, _>>().map_err(db_error)
     }
@@ -231,6 +236,20 @@ impl Store for Tx<'_> {
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(db_error)?;
         rows.collect::<Result<_, _>>().map_err(db_error)
+    }
+
+    fn subscriptions_of(&self, watcher: &str) -> Result<Vec<String>, StoreError> {
+        self.column(
+            "SELECT target FROM subscriptions WHERE watcher = ?1 ORDER BY target",
+            watcher,
+        )
+    }
+
+    fn watchers_of(&self, target: &str) -> Result<Vec<String>, StoreError> {
+        self.column(
+            "SELECT watcher FROM subscriptions WHERE target = ?1 ORDER BY watcher",
+            target,
+        )
     }
 
     fn inbox_push(&mut self, owner: &str, item: &InboxItem) -> Result<u64, StoreError> {

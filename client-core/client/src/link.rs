@@ -1,0 +1,302 @@
+//! One connection to the gateway: a QUIC connection, its single bidirectional session
+//! stream, and the byte pump between that stream and a [`Session`].
+//!
+//! Owns: name resolution and the UDP socket of one attempt, the QUIC handshake, the
+//! length-delimited framing (`tern_wire::codec`) in both directions, write buffering,
+//! feeding the session its frames, deadlines and link failures, and closing the QUIC
+//! connection when the session ends. It may not decide anything about the protocol (the
+//! session does), reconnect, or talk to the application (the driver does).
+//!
+//! Every await in [`Link::io`] is cancel-safe, so the driver can `select!` on it.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use quinn::{Connection, Endpoint, ReadError, RecvStream, SendStream, VarInt, WriteError};
+use tern_wire::codec::{self, CodecError, FrameBuf};
+use tern_wire::frame::ReqId;
+use tern_wire::limits::FRAME_MAX;
+use tern_wire::{Down, ErrorCode};
+
+use crate::config::Target;
+use crate::error::{ClientError, handshake_error, link_lost};
+use crate::session::{CloseReason, Session, SessionConfig, down_name, up_name};
+
+/// Bytes read from the stream at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Above this many unwritten bytes the link takes no new requests (the gateway or the
+/// network is not keeping up; requests wait in the command queue instead).
+const OUTBOX_HIGH: usize = 256 * 1024;
+/// How long a closing link waits for its CONNECTION_CLOSE to leave.
+const CLOSE_DRAIN: Duration = Duration::from_millis(500);
+
+/// A request as the driver hands it to the link.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Publish(tern_wire::Presence),
+    Fetch(String),
+    Subscribe(String),
+    Unsubscribe(String),
+    Send(tern_wire::Message),
+}
+
+/// One connection and its session.
+pub(crate) struct Link {
+    endpoint: Endpoint,
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    frames: FrameBuf,
+    read_buf: Vec<u8>,
+    /// Encoded frames not yet accepted by the stream.
+    outbox: Vec<u8>,
+    /// The stream still has data to read.
+    reading: bool,
+    /// The stream still accepts writes.
+    writing: bool,
+    /// `finish()` was called after `Bye`.
+    finished: bool,
+    /// The QUIC connection was closed by us.
+    conn_closed: bool,
+    /// The gateway is closing or gone (it sent `Close`, or the connection is lost): it
+    /// needs no CONNECTION_CLOSE from us.
+    peer_done: bool,
+    pub(crate) session: Session,
+}
+
+impl Link {
+    /// Connects, opens the session stream, says `Hello` and waits for `Welcome`. Frames
+    /// that follow `Welcome` in the same read stay queued in the session.
+    pub(crate) async fn establish(
+        target: &Target,
+        consumed: Option<u64>,
+    ) -> Result<Self, ClientError> {
+        let addr = resolve(&target.gateway).await?;
+        let bind: SocketAddr = if addr.is_ipv6() {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = Endpoint::client(bind)
+            .map_err(|e| ClientError::Connect(format!("cannot open a UDP socket: {e}")))?;
+        let connecting = endpoint
+            .connect_with(target.quic.clone(), addr, &target.server_name)
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        tracing::debug!(%addr, server_name = %target.server_name, "connecting");
+        let wait = target.request_timeout;
+        let conn = tokio::time::timeout(wait, connecting)
+            .await
+            .map_err(|_| ClientError::Connect(format!("no answer from {addr} within {wait:?}")))?
+            .map_err(|e| handshake_error(e, addr))?;
+        let (send, recv) = conn.open_bi().await.map_err(|e| handshake_error(e, addr))?;
+        let session = Session::new(
+            Instant::now(),
+            SessionConfig {
+                user: target.user.clone(),
+                token: target.token.clone(),
+                request_timeout: target.request_timeout,
+                consumed,
+                inbox: target.inbox,
+            },
+        );
+        let mut link = Self {
+            endpoint,
+            conn,
+            send,
+            recv,
+            frames: FrameBuf::new(FRAME_MAX),
+            read_buf: vec![0; READ_CHUNK],
+            outbox: Vec::new(),
+            reading: true,
+            writing: true,
+            finished: false,
+            conn_closed: false,
+            peer_done: false,
+            session,
+        };
+        link.flush();
+        loop {
+            if link.session.welcome().is_some() {
+                return Ok(link);
+            }
+            if let Some(reason) = link.session.close_reason() {
+                let error = ClientError::from(reason.clone());
+                link.shutdown().await;
+                return Err(error);
+            }
+            link.io().await;
+        }
+    }
+
+    /// The normalised user the gateway announced.
+    pub(crate) fn user(&self) -> Option<String> {
+        self.session.welcome().map(|w| w.user.clone())
+    }
+
+    /// Whether the link takes a new request now.
+    pub(crate) fn can_take_request(&self) -> bool {
+        self.session.is_open() && self.outbox.len() < OUTBOX_HIGH
+    }
+
+    /// Hands a request to the session.
+    pub(crate) fn request(&mut self, op: Op) -> Result<ReqId, ClientError> {
+        let now = Instant::now();
+        let s = &mut self.session;
+        let req = match op {
+            Op::Publish(presence) => s.publish(now, presence),
+            Op::Fetch(target) => s.fetch(now, target),
+            Op::Subscribe(target) => s.subscribe(now, target),
+            Op::Unsubscribe(target) => s.unsubscribe(now, target),
+            Op::Send(msg) => s.send(now, msg),
+        }?;
+        self.flush();
+        Ok(req)
+    }
+
+    /// Waits for one unit of progress (bytes read, bytes written or a deadline) and feeds
+    /// it to the session. Cancel-safe.
+    pub(crate) async fn io(&mut self) {
+        let deadline = self.session.poll_timeout();
+        let write = self.writing && !self.outbox.is_empty();
+        tokio::select! {
+            read = self.recv.read(&mut self.read_buf), if self.reading => self.on_read(read),
+            wrote = self.send.write(&self.outbox), if write => self.on_write(wrote),
+            () = sleep_until(deadline) => self.session.handle_timeout(Instant::now()),
+        }
+        self.flush();
+    }
+
+    /// Encodes what the session has to send, finishes the stream after `Bye`, and closes
+    /// the connection once the session has ended.
+    pub(crate) fn flush(&mut self) {
+        while let Some(frame) = self.session.poll_transmit() {
+            tracing::trace!(frame = up_name(&frame), req = frame.req(), "send");
+            self.outbox.extend_from_slice(&codec::encode(&frame));
+        }
+        if self.session.said_bye() && self.outbox.is_empty() && !self.finished {
+            self.finished = true;
+            // Already finished or reset: the goodbye is over either way.
+            let _ = self.send.finish();
+        }
+        if let Some(reason) = self.session.close_reason()
+            && !self.conn_closed
+        {
+            self.conn_closed = true;
+            let code = reason.code();
+            let text = code.name().unwrap_or("closed");
+            self.conn.close(VarInt::from(code.0), text.as_bytes());
+        }
+    }
+
+    /// Ends the link politely: closes the connection if the session has not, and gives the
+    /// CONNECTION_CLOSE a moment to leave.
+    pub(crate) async fn shutdown(mut self) {
+        if !self.conn_closed {
+            self.conn_closed = true;
+            let code = ErrorCode::GOODBYE;
+            self.conn.close(VarInt::from(code.0), b"goodbye");
+        }
+        if !self.peer_done {
+            // Bounded: on a dead link the draining period could last seconds.
+            let _ = tokio::time::timeout(CLOSE_DRAIN, self.endpoint.wait_idle()).await;
+        }
+    }
+
+    fn on_read(&mut self, read: Result<Option<usize>, ReadError>) {
+        let now = Instant::now();
+        let n = match read {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                self.reading = false;
+                let why = "the gateway ended the session stream".to_string();
+                return self.session.handle_closed(CloseReason::Link(why));
+            }
+            Err(e) => {
+                self.reading = false;
+                self.peer_done |= matches!(e, ReadError::ConnectionLost(_));
+                return self.session.handle_closed(read_failure(e));
+            }
+        };
+        let Some(bytes) = self.read_buf.get(..n) else {
+            return;
+        };
+        self.frames.extend(bytes);
+        // One batch: every complete frame of this read, then one flush (one `Ack`).
+        while self.session.close_reason().is_none() {
+            match self.frames.next_frame::<Down>() {
+                Ok(Some(frame)) => {
+                    tracing::trace!(frame = down_name(&frame), req = frame.req(), "received");
+                    self.peer_done |= matches!(frame, Down::Close { .. });
+                    self.session.handle_frame(now, frame);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.reading = false;
+                    return self.session.handle_closed(undecodable(e));
+                }
+            }
+        }
+    }
+
+    fn on_write(&mut self, wrote: Result<usize, WriteError>) {
+        match wrote {
+            Ok(n) => {
+                self.outbox.drain(..n.min(self.outbox.len()));
+            }
+            Err(e) => {
+                self.writing = false;
+                self.peer_done |= matches!(e, WriteError::ConnectionLost(_));
+                self.outbox.clear();
+                self.session.handle_closed(write_failure(e));
+            }
+        }
+    }
+}
+
+/// Resolves `host:port`, preferring the first address the resolver gives.
+async fn resolve(gateway: &str) -> Result<SocketAddr, ClientError> {
+    let mut addrs = tokio::net::lookup_host(gateway)
+        .await
+        .map_err(|e| ClientError::Connect(format!("cannot resolve {gateway}: {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| ClientError::Connect(format!("{gateway} has no address")))
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn read_failure(e: ReadError) -> CloseReason {
+    match e {
+        ReadError::ConnectionLost(e) => link_lost(&e),
+        ReadError::Reset(code) => CloseReason::Link(format!(
+            "the gateway reset the session stream (code {code})"
+        )),
+        other => CloseReason::Link(other.to_string()),
+    }
+}
+
+fn write_failure(e: WriteError) -> CloseReason {
+    match e {
+        WriteError::ConnectionLost(e) => link_lost(&e),
+        WriteError::Stopped(code) => {
+            CloseReason::Link(format!("the gateway stopped reading (code {code})"))
+        }
+        other => CloseReason::Link(other.to_string()),
+    }
+}
+
+fn undecodable(e: CodecError) -> CloseReason {
+    let code = match e {
+        CodecError::Oversize { .. } => ErrorCode::TOO_LARGE,
+        CodecError::Malformed | CodecError::BufferTooSmall => ErrorCode::MALFORMED,
+    };
+    CloseReason::Protocol {
+        code,
+        text: format!("from the gateway: {e}"),
+    }
+}

@@ -1,0 +1,1398 @@
+//! The client side of one tern session, as a sans-IO state machine.
+//!
+//! Owns the session's protocol logic: the opening `Hello` and the wait for `Welcome` or
+//! `Close`, request ids and the matching of every response to its request (by kind, so a
+//! `Receipt` answering a `Fetch` is a protocol violation), request and handshake
+//! deadlines, pushes turned into [`SessionEvent`]s, duplicate inbox items, the
+//! cumulative `Ack`, and the goodbye.
+//!
+//! It may not touch sockets, tasks, QUIC, TLS, clocks or randomness: the caller hands it
+//! `now` and what happened, and takes back frames to send, events and the next deadline
+//! (the shape of quinn-proto's `Connection`). It sees whole [`Up`]/[`Down`] frames; the
+//! length-delimited framing on the stream belongs to the runtime.
+//!
+//! ## How to drive it
+//! 1. [`Session::new`] queues `Hello`.
+//! 2. Feed inputs as they happen: [`Session::handle_frame`] for each decoded frame,
+//!    [`Session::handle_timeout`] when the instant from [`Session::poll_timeout`] is
+//!    reached, [`Session::handle_closed`] when the link ends; call commands
+//!    ([`Session::publish`], [`Session::send`], [`Session::ack`], [`Session::close`], ...)
+//!    whenever the application asks.
+//! 3. After every input or command, drain [`Session::poll_transmit`] (write each frame to
+//!    the stream, in order) and [`Session::poll_event`], and re-read
+//!    [`Session::poll_timeout`].
+//!
+//! ## Inbox items and acknowledgement
+//! `Deliver` items are surfaced once per session: a sequence number at or below the
+//! highest one already surfaced is dropped. They are acknowledged only once the
+//! application says it has taken them ([`Session::ack`]), so a process that dies
+//! between receipt and use gets them again in its next session. The `Ack` sent is
+//! cumulative and coalesced: however many items arrived and however many `ack` calls
+//! were made since the last drain of [`Session::poll_transmit`], at most one `Ack`
+//! goes out, carrying the highest sequence number that is both taken by the
+//! application and delivered in this session (the gateway only accepts
+//! acknowledgements of what it sent to the session).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use tern_wire::codec;
+use tern_wire::frame::{ReqId, Welcome};
+use tern_wire::limits::MSG_ID_MAX;
+use tern_wire::{
+    Down, ErrorCode, Hello, InboxItem, Incoming, LateReceipt, Message, Presence, PresenceDoc,
+    ReceiptStatus, Up, VERSION,
+};
+
+/// How long a goodbye waits for the gateway to end the session before giving up.
+pub const BYE_LINGER: Duration = Duration::from_secs(2);
+
+/// What a session needs to open.
+#[derive(Clone)]
+pub struct SessionConfig {
+    /// The principal, `local@domain` (preferably normalised already).
+    pub user: String,
+    /// The principal's access token. Never logged.
+    pub token: String,
+    /// How long the `Welcome` and each response may take before they are given up on.
+    pub request_timeout: Duration,
+    /// The highest inbox sequence number the application has already taken, from an
+    /// earlier session of the same principal; items up to it are acknowledged as soon
+    /// as they are redelivered.
+    pub consumed: Option<u64>,
+    /// Whether the application takes inbox items. When it does not (a presence-only
+    /// watcher, a one-shot sender), `Deliver` items are neither surfaced nor acknowledged:
+    /// they stay in the inbox for a session that takes them.
+    pub inbox: bool,
+}
+
+impl fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("user", &self.user)
+            .field("token", &"<redacted>")
+            .field("request_timeout", &self.request_timeout)
+            .field("consumed", &self.consumed)
+            .field("inbox", &self.inbox)
+            .finish()
+    }
+}
+
+/// What the session tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The gateway accepted the `Hello`; requests may be made now.
+    Opened(Welcome),
+    /// The answer to request `req`; exactly one per request.
+    Reply {
+        /// The request it answers.
+        req: ReqId,
+        /// The answer.
+        reply: Reply,
+    },
+    /// A subscribed presentity's presence changed, or the gateway restates it.
+    Notify(PresenceDoc),
+    /// An instant message from the inbox. Take it, then [`Session::ack`] its `seq`.
+    Message {
+        /// Position in the principal's inbox log.
+        seq: u64,
+        /// The message.
+        message: Incoming,
+    },
+    /// A late receipt from the inbox. Take it, then [`Session::ack`] its `seq`.
+    Receipt {
+        /// Position in the principal's inbox log.
+        seq: u64,
+        /// The receipt.
+        receipt: LateReceipt,
+    },
+    /// The session is over; nothing follows. Replies for every request still waiting
+    /// come just before it.
+    Closed(CloseReason),
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `Ok`: a `Publish` or `Unsubscribe` succeeded.
+    Done,
+    /// The document answering a `Fetch` or `Subscribe`.
+    Presence(PresenceDoc),
+    /// The receipt answering a `Send`.
+    Receipt(ReceiptStatus),
+    /// `Fail`: the gateway refused the request; nothing was changed.
+    Failed {
+        /// Why.
+        code: ErrorCode,
+        /// Why, for people.
+        text: String,
+    },
+    /// No answer came within the request timeout; a late answer is ignored. What became
+    /// of the request is unknown (a `Send` can be repeated with the same message id).
+    TimedOut,
+    /// The session closed before the answer came; what became of the request is unknown.
+    Lost,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The gateway refused the `Hello` (or closed the connection before `Welcome`).
+    Rejected {
+        /// Why.
+        code: ErrorCode,
+        /// Why, for people.
+        text: String,
+    },
+    /// The gateway closed an open session.
+    Gateway {
+        /// Why.
+        code: ErrorCode,
+        /// Why, for people.
+        text: String,
+    },
+    /// The application said goodbye and the session ended.
+    Goodbye,
+    /// The link broke: connection lost, idle timeout, stream ended or reset.
+    Link(String),
+    /// The gateway broke the protocol (a frame that cannot be decoded, or came at the
+    /// wrong time, or answers a request with the wrong kind of response).
+    Protocol {
+        /// The code to close the connection with.
+        code: ErrorCode,
+        /// What happened.
+        text: String,
+    },
+    /// The gateway did not answer the `Hello` in time.
+    Timeout,
+}
+
+impl CloseReason {
+    /// Whether opening a new session later may succeed where this one ended: not after a
+    /// goodbye, a protocol violation or a refusal that will not change by itself.
+    pub fn may_retry(&self) -> bool {
+        match self {
+            Self::Rejected { code, .. } | Self::Gateway { code, .. } => is_transient(*code),
+            Self::Link(_) | Self::Timeout => true,
+            Self::Goodbye | Self::Protocol { .. } => false,
+        }
+    }
+
+    /// The application error code to close the QUIC connection with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Rejected { code, .. } | Self::Gateway { code, .. } => *code,
+            Self::Protocol { code, .. } => *code,
+            Self::Goodbye | Self::Link(_) => ErrorCode::GOODBYE,
+            Self::Timeout => ErrorCode::TOO_SLOW,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected { code, text } => write!(f, "rejected: {code}: {text}"),
+            Self::Gateway { code, text } => write!(f, "closed by the gateway: {code}: {text}"),
+            Self::Goodbye => f.write_str("closed"),
+            Self::Link(why) => write!(f, "connection lost: {why}"),
+            Self::Protocol { code, text } => write!(f, "protocol error: {code}: {text}"),
+            Self::Timeout => f.write_str("the gateway did not answer in time"),
+        }
+    }
+}
+
+/// Whether a refusal or close with this code may go away by itself (the gateway
+/// restarting, a rate limit, a slow link). Codes unknown to this build count as
+/// transient: they are more likely operational than a verdict on the principal.
+pub fn is_transient(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::SHUTDOWN
+            | ErrorCode::INTERNAL
+            | ErrorCode::RATE_LIMITED
+            | ErrorCode::TOO_SLOW
+            | ErrorCode::STREAM_LIMIT
+    ) || code.name().is_none()
+}
+
+/// Why a command was refused; nothing was queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// Before `Welcome`: requests wait for the session to open.
+    #[error("the session is not open yet")]
+    NotOpen,
+    /// After [`Session::close`] or the end of the session.
+    #[error("the session is closing or closed")]
+    Closed,
+    /// The encoded frame is over the gateway's announced `frame_max`.
+    #[error("the request is {size} bytes, over the gateway's limit of {max}")]
+    FrameTooLarge {
+        /// Encoded body size of the frame.
+        size: usize,
+        /// The gateway's limit.
+        max: usize,
+    },
+    /// The message body is over the gateway's announced `body_max`.
+    #[error("the message body is {len} bytes, over the gateway's limit of {max}")]
+    BodyTooLarge {
+        /// Body length.
+        len: usize,
+        /// The gateway's limit.
+        max: usize,
+    },
+    /// A message id must have 1 to [`MSG_ID_MAX`] bytes.
+    #[error("a message id has 1 to {MSG_ID_MAX} bytes, not {len}")]
+    BadMessageId {
+        /// The id's length.
+        len: usize,
+    },
+}
+
+/// The kind of a request, which decides the response it may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Publish,
+    Fetch,
+    Subscribe,
+    Unsubscribe,
+    Send,
+}
+
+struct Pending {
+    kind: Kind,
+    deadline: Instant,
+}
+
+enum State {
+    /// `Hello` is queued (`Some`) or sent (`None`); waiting for `Welcome` or `Close`.
+    Greeting {
+        hello: Option<Hello>,
+        deadline: Instant,
+    },
+    Open {
+        welcome: Welcome,
+    },
+    /// [`Session::close`] was called: queued frames, then `Bye`, then nothing; waiting
+    /// for the gateway to end the session, at most until `deadline`.
+    Leaving {
+        welcome: Welcome,
+        bye_sent: bool,
+        deadline: Instant,
+    },
+    Closed {
+        reason: CloseReason,
+    },
+}
+
+/// The client side of one session. See the module documentation for the calling order.
+pub struct Session {
+    state: State,
+    request_timeout: Duration,
+    /// Whether inbox items are surfaced (see [`SessionConfig::inbox`]).
+    inbox: bool,
+    next_req: ReqId,
+    pending: BTreeMap<ReqId, Pending>,
+    outgoing: VecDeque<Up>,
+    events: VecDeque<SessionEvent>,
+    /// Highest inbox sequence number surfaced in this session.
+    delivered: Option<u64>,
+    /// Highest inbox sequence number the application has taken.
+    consumed: Option<u64>,
+    /// Highest sequence number acknowledged in this session.
+    acked: Option<u64>,
+}
+
+impl fmt::Debug for Session {
+    /// Shows the phase and counters only: the queued `Hello` holds the token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let phase = match &self.state {
+            State::Greeting { .. } => "greeting",
+            State::Open { .. } => "open",
+            State::Leaving { .. } => "leaving",
+            State::Closed { .. } => "closed",
+        };
+        f.debug_struct("Session")
+            .field("phase", &phase)
+            .field("pending", &self.pending.len())
+            .field("delivered", &self.delivered)
+            .field("consumed", &self.consumed)
+            .field("acked", &self.acked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A new session; its first frame, `Hello`, is ready in [`Self::poll_transmit`].
+    pub fn new(now: Instant, config: SessionConfig) -> Self {
+        let hello = Hello {
+            version: VERSION,
+            user: config.user,
+            token: config.token,
+        };
+        Self {
+            state: State::Greeting {
+                hello: Some(hello),
+                deadline: now + config.request_timeout,
+            },
+            request_timeout: config.request_timeout,
+            inbox: config.inbox,
+            next_req: 1,
+            pending: BTreeMap::new(),
+            outgoing: VecDeque::new(),
+            events: VecDeque::new(),
+            delivered: None,
+            consumed: config.consumed,
+            acked: None,
+        }
+    }
+
+    /// The gateway's `Welcome`, once the session is open (also while leaving).
+    pub fn welcome(&self) -> Option<&Welcome> {
+        match &self.state {
+            State::Open { welcome } | State::Leaving { welcome, .. } => Some(welcome),
+            State::Greeting { .. } | State::Closed { .. } => None,
+        }
+    }
+
+    /// Whether requests are accepted now.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open { .. })
+    }
+
+    /// Why the session ended, once it has.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        match &self.state {
+            State::Closed { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Whether `Bye` has been handed out by [`Self::poll_transmit`]: nothing more will be,
+    /// and the runtime may finish its side of the stream.
+    pub fn said_bye(&self) -> bool {
+        matches!(self.state, State::Leaving { bye_sent: true, .. })
+    }
+
+    /// Number of requests waiting for their answer.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    // ----- inputs -----
+
+    /// A frame arrived from the gateway.
+    pub fn handle_frame(&mut self, now: Instant, frame: Down) {
+        let _ = now; // Inputs take `now` uniformly; no frame starts a timer today.
+        match (&self.state, frame) {
+            (State::Closed { .. }, _) => {}
+            (State::Greeting { .. }, Down::Welcome(welcome)) => self.open(welcome),
+            (State::Greeting { .. }, Down::Close { code, text }) => {
+                self.finish(CloseReason::Rejected { code, text });
+            }
+            (State::Greeting { .. }, other) => {
+                let text = format!("{} before Welcome", down_name(&other));
+                self.violation(text);
+            }
+            (_, Down::Welcome(_)) => self.violation("a second Welcome".into()),
+            (State::Leaving { .. }, Down::Close { .. }) => self.finish(CloseReason::Goodbye),
+            (_, Down::Close { code, text }) => self.finish(CloseReason::Gateway { code, text }),
+            (_, Down::Notify { doc }) => self.events.push_back(SessionEvent::Notify(doc)),
+            (_, Down::Deliver { seq, item }) => self.deliver(seq, item),
+            (_, answer) => self.answer(answer),
+        }
+    }
+
+    /// The link ended without a `Close` frame (or one could not be read). Ignored once
+    /// the session is closed. Before `Welcome` a close by the gateway counts as a
+    /// rejection; while leaving, any end is the goodbye.
+    pub fn handle_closed(&mut self, reason: CloseReason) {
+        let reason = match (&self.state, reason) {
+            (State::Closed { .. }, _) => return,
+            (State::Leaving { .. }, _) => CloseReason::Goodbye,
+            (State::Greeting { .. }, CloseReason::Gateway { code, text }) => {
+                CloseReason::Rejected { code, text }
+            }
+            (_, reason) => reason,
+        };
+        self.finish(reason);
+    }
+
+    /// Time has passed: expires the handshake, the goodbye and requests whose deadline is
+    /// at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match &self.state {
+            State::Greeting { deadline, .. } if *deadline <= now => {
+                return self.finish(CloseReason::Timeout);
+            }
+            State::Leaving { deadline, .. } if *deadline <= now => {
+                return self.finish(CloseReason::Goodbye);
+            }
+            _ => {}
+        }
+        let expired: Vec<ReqId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(req, _)| *req)
+            .collect();
+        for req in expired {
+            self.pending.remove(&req);
+            let reply = Reply::TimedOut;
+            self.events.push_back(SessionEvent::Reply { req, reply });
+        }
+    }
+
+    // ----- outputs -----
+
+    /// The next frame to write to the stream, in order.
+    pub fn poll_transmit(&mut self) -> Option<Up> {
+        match &mut self.state {
+            State::Greeting { hello, .. } => hello.take().map(Up::Hello),
+            State::Open { .. } => self.next_ack().or_else(|| self.outgoing.pop_front()),
+            State::Leaving { bye_sent: true, .. } | State::Closed { .. } => None,
+            State::Leaving { .. } => {
+                if let Some(frame) = self.next_ack().or_else(|| self.outgoing.pop_front()) {
+                    return Some(frame);
+                }
+                if let State::Leaving { bye_sent, .. } = &mut self.state {
+                    *bye_sent = true;
+                }
+                Some(Up::Bye)
+            }
+        }
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest instant at which [`Self::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let state = match &self.state {
+            State::Greeting { deadline, .. } | State::Leaving { deadline, .. } => Some(*deadline),
+            State::Open { .. } | State::Closed { .. } => None,
+        };
+        self.pending.values().map(|p| p.deadline).chain(state).min()
+    }
+
+    // ----- commands -----
+
+    /// Replaces the principal's presence information.
+    pub fn publish(&mut self, now: Instant, presence: Presence) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::Publish, |req| Up::Publish { req, presence })
+    }
+
+    /// Fetches a presentity's presence once.
+    pub fn fetch(&mut self, now: Instant, target: String) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::Fetch, |req| Up::Fetch { req, target })
+    }
+
+    /// Subscribes to a presentity: its document now, `Notify` on every change.
+    pub fn subscribe(&mut self, now: Instant, target: String) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::Subscribe, |req| Up::Subscribe { req, target })
+    }
+
+    /// Ends a subscription.
+    pub fn unsubscribe(&mut self, now: Instant, target: String) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::Unsubscribe, |req| Up::Unsubscribe {
+            req,
+            target,
+        })
+    }
+
+    /// Sends an instant message; the reply is its receipt.
+    pub fn send(&mut self, now: Instant, msg: Message) -> Result<ReqId, CommandError> {
+        let len = msg.id.len();
+        if len == 0 || len > MSG_ID_MAX {
+            return Err(CommandError::BadMessageId { len });
+        }
+        if let Some(welcome) = self.welcome() {
+            let max = welcome.body_max as usize;
+            if msg.body.len() > max {
+                let len = msg.body.len();
+                return Err(CommandError::BodyTooLarge { len, max });
+            }
+        }
+        self.request(now, Kind::Send, |req| Up::Send { req, msg })
+    }
+
+    /// The application has taken every inbox item up to and including `upto`: they may
+    /// be acknowledged. Cheap; the `Ack` itself is coalesced in [`Self::poll_transmit`].
+    pub fn ack(&mut self, upto: u64) {
+        self.consumed = self.consumed.max(Some(upto));
+    }
+
+    /// Says goodbye: frames already queued go out, then any due `Ack`, then `Bye`; the
+    /// session then waits up to [`BYE_LINGER`] for the gateway to end it. Requests made
+    /// from now on are refused. Before `Welcome` the session simply ends.
+    pub fn close(&mut self, now: Instant) {
+        let state = std::mem::replace(
+            &mut self.state,
+            State::Closed {
+                reason: CloseReason::Goodbye,
+            },
+        );
+        match state {
+            State::Open { welcome } => {
+                self.state = State::Leaving {
+                    welcome,
+                    bye_sent: false,
+                    deadline: now + BYE_LINGER,
+                };
+            }
+            State::Greeting { .. } => {
+                self.state = state;
+                self.finish(CloseReason::Goodbye);
+            }
+            State::Leaving { .. } | State::Closed { .. } => self.state = state,
+        }
+    }
+
+    // ----- internals -----
+
+    fn open(&mut self, welcome: Welcome) {
+        if welcome.version != VERSION {
+            let text = format!("the gateway speaks version {}", welcome.version);
+            return self.finish(CloseReason::Protocol {
+                code: ErrorCode::UNSUPPORTED_VERSION,
+                text,
+            });
+        }
+        self.events.push_back(SessionEvent::Opened(welcome.clone()));
+        self.state = State::Open { welcome };
+    }
+
+    fn request(
+        &mut self,
+        now: Instant,
+        kind: Kind,
+        frame: impl FnOnce(ReqId) -> Up,
+    ) -> Result<ReqId, CommandError> {
+        let max = match &self.state {
+            State::Open { welcome } => welcome.frame_max as usize,
+            State::Greeting { .. } => return Err(CommandError::NotOpen),
+            State::Leaving { .. } | State::Closed { .. } => return Err(CommandError::Closed),
+        };
+        let req = self.free_req();
+        let frame = frame(req);
+        let size = codec::body_size(&frame);
+        if size > max {
+            return Err(CommandError::FrameTooLarge { size, max });
+        }
+        self.next_req = req.wrapping_add(1).max(1);
+        let deadline = now + self.request_timeout;
+        self.pending.insert(req, Pending { kind, deadline });
+        self.outgoing.push_back(frame);
+        Ok(req)
+    }
+
+    /// The next request id not in use: small, increasing, never 0, wrapping past `u32::MAX`.
+    fn free_req(&self) -> ReqId {
+        let mut req = self.next_req;
+        while self.pending.contains_key(&req) {
+            req = req.wrapping_add(1).max(1);
+        }
+        req
+    }
+
+    fn answer(&mut self, frame: Down) {
+        let Some(req) = frame.req() else {
+            return self.violation(format!("unexpected {}", down_name(&frame)));
+        };
+        let Some(pending) = self.pending.remove(&req) else {
+            // Most likely the answer to a request that timed out here.
+            tracing::debug!(
+                req,
+                frame = down_name(&frame),
+                "answer to no waiting request"
+            );
+            return;
+        };
+        let reply = match (pending.kind, frame) {
+            (_, Down::Fail { code, text, .. }) => Reply::Failed { code, text },
+            (Kind::Publish | Kind::Unsubscribe, Down::Ok { .. }) => Reply::Done,
+            (Kind::Fetch | Kind::Subscribe, Down::Presence { doc, .. }) => Reply::Presence(doc),
+            (Kind::Send, Down::Receipt { status, .. }) => Reply::Receipt(status),
+            (kind, other) => {
+                // The request is answered, wrongly: it is failed with the rest below.
+                self.pending.insert(req, pending);
+                let text = format!("{} answers {kind:?} request {req}", down_name(&other));
+                return self.violation(text);
+            }
+        };
+        self.events.push_back(SessionEvent::Reply { req, reply });
+    }
+
+    fn deliver(&mut self, seq: u64, item: InboxItem) {
+        if !self.inbox {
+            tracing::trace!(seq, "inbox item left for a session that takes the inbox");
+            return;
+        }
+        if self.delivered.is_some_and(|d| seq <= d) {
+            tracing::debug!(seq, "inbox item already surfaced in this session");
+            return;
+        }
+        if matches!(self.state, State::Leaving { .. }) {
+            // It could not be acknowledged any more: the next session gets it again.
+            return;
+        }
+        self.delivered = Some(seq);
+        self.events.push_back(match item {
+            InboxItem::Message(message) => SessionEvent::Message { seq, message },
+            InboxItem::Receipt(receipt) => SessionEvent::Receipt { seq, receipt },
+        });
+    }
+
+    /// The `Ack` due now, if any: the highest item both taken and delivered here.
+    fn next_ack(&mut self) -> Option<Up> {
+        let upto = self.consumed?.min(self.delivered?);
+        if self.acked.is_some_and(|a| a >= upto) {
+            return None;
+        }
+        self.acked = Some(upto);
+        Some(Up::Ack { upto })
+    }
+
+    fn violation(&mut self, text: String) {
+        tracing::warn!(%text, "the gateway broke the protocol");
+        let code = ErrorCode::PROTOCOL;
+        self.finish(CloseReason::Protocol { code, text });
+    }
+
+    /// Ends the session: every waiting request is answered [`Reply::Lost`], then
+    /// [`SessionEvent::Closed`].
+    fn finish(&mut self, reason: CloseReason) {
+        if matches!(self.state, State::Closed { .. }) {
+            return;
+        }
+        for req in std::mem::take(&mut self.pending).into_keys() {
+            let reply = Reply::Lost;
+            self.events.push_back(SessionEvent::Reply { req, reply });
+        }
+        self.outgoing.clear();
+        self.events.push_back(SessionEvent::Closed(reason.clone()));
+        self.state = State::Closed { reason };
+    }
+}
+
+/// The name of a frame's variant, for logs and errors (never its contents).
+pub fn down_name(frame: &Down) -> &'static str {
+    match frame {
+        Down::Welcome(_) => "Welcome",
+        Down::Ok { .. } => "Ok",
+        Down::Fail { .. } => "Fail",
+        Down::Presence { .. } => "Presence",
+        Down::Receipt { .. } => "Receipt",
+        Down::Notify { .. } => "Notify",
+        Down::Deliver { .. } => "Deliver",
+        Down::Close { .. } => "Close",
+    }
+}
+
+/// The name of a frame's variant, for logs and errors (never its contents).
+pub fn up_name(frame: &Up) -> &'static str {
+    match frame {
+        Up::Hello(_) => "Hello",
+        Up::Publish { .. } => "Publish",
+        Up::Fetch { .. } => "Fetch",
+        Up::Subscribe { .. } => "Subscribe",
+        Up::Unsubscribe { .. } => "Unsubscribe",
+        Up::Send { .. } => "Send",
+        Up::Ack { .. } => "Ack",
+        Up::Bye => "Bye",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_wire::{Basic, Tuple};
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn config() -> SessionConfig {
+        SessionConfig {
+            user: "alice@example.com".into(),
+            token: "secret".into(),
+            request_timeout: TIMEOUT,
+            consumed: None,
+            inbox: true,
+        }
+    }
+
+    fn welcome() -> Welcome {
+        Welcome {
+            version: VERSION,
+            user: "alice@example.com".into(),
+            frame_max: 4096,
+            body_max: 1024,
+            time: 1_700_000_000_000,
+        }
+    }
+
+    fn doc(who: &str) -> PresenceDoc {
+        PresenceDoc {
+            presentity: who.into(),
+            updated: 1,
+            presence: Presence {
+                tuples: vec![Tuple {
+                    id: "default".into(),
+                    basic: Basic::Open,
+                    availability: None,
+                    contact: None,
+                    note: None,
+                    at: None,
+                    ext: vec![],
+                }],
+                card: vec![],
+            },
+        }
+    }
+
+    fn message(id: u8) -> Message {
+        Message {
+            id: vec![id; 16],
+            to: "bob@example.com".into(),
+            reply_to: None,
+            content_type: None,
+            body: b"hi".to_vec(),
+        }
+    }
+
+    fn incoming(id: u8) -> InboxItem {
+        InboxItem::Message(Incoming {
+            id: vec![id; 16],
+            from: "bob@example.com".into(),
+            to: "alice@example.com".into(),
+            reply_to: None,
+            content_type: None,
+            body: b"hello".to_vec(),
+            sent: 5,
+        })
+    }
+
+    /// A session past `Welcome`, with `Hello` and `Opened` drained.
+    fn open(now: Instant) -> Session {
+        let mut s = Session::new(now, config());
+        assert!(matches!(s.poll_transmit(), Some(Up::Hello(_))));
+        s.handle_frame(now, Down::Welcome(welcome()));
+        assert!(matches!(s.poll_event(), Some(SessionEvent::Opened(_))));
+        s
+    }
+
+    fn transmit(s: &mut Session) -> Vec<Up> {
+        std::iter::from_fn(|| s.poll_transmit()).collect()
+    }
+
+    fn events(s: &mut Session) -> Vec<SessionEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    #[test]
+    fn hello_goes_first_and_requests_wait_for_welcome() {
+        let now = Instant::now();
+        let mut s = Session::new(now, config());
+        let hello = Hello {
+            version: VERSION,
+            user: "alice@example.com".into(),
+            token: "secret".into(),
+        };
+        assert_eq!(transmit(&mut s), vec![Up::Hello(hello)]);
+        assert_eq!(
+            s.fetch(now, "bob@example.com".into()),
+            Err(CommandError::NotOpen)
+        );
+        assert_eq!(s.poll_timeout(), Some(now + TIMEOUT));
+        assert!(!s.is_open());
+
+        s.handle_frame(now, Down::Welcome(welcome()));
+        assert_eq!(events(&mut s), vec![SessionEvent::Opened(welcome())]);
+        assert!(s.is_open());
+        assert_eq!(s.welcome(), Some(&welcome()));
+        assert_eq!(s.poll_timeout(), None);
+        assert!(transmit(&mut s).is_empty());
+    }
+
+    #[test]
+    fn close_before_welcome_is_a_rejection() {
+        let now = Instant::now();
+        let mut s = Session::new(now, config());
+        transmit(&mut s);
+        let text = String::from("wrong token");
+        s.handle_frame(
+            now,
+            Down::Close {
+                code: ErrorCode::UNAUTHORIZED,
+                text: text.clone(),
+            },
+        );
+        let reason = CloseReason::Rejected {
+            code: ErrorCode::UNAUTHORIZED,
+            text,
+        };
+        assert_eq!(events(&mut s), vec![SessionEvent::Closed(reason.clone())]);
+        assert_eq!(s.close_reason(), Some(&reason));
+        assert!(!reason.may_retry());
+        assert_eq!(reason.to_string(), "rejected: unauthorized: wrong token");
+    }
+
+    #[test]
+    fn other_frames_before_welcome_break_the_protocol() {
+        let now = Instant::now();
+        let mut s = Session::new(now, config());
+        s.handle_frame(
+            now,
+            Down::Notify {
+                doc: doc("bob@example.com"),
+            },
+        );
+        let Some(CloseReason::Protocol { code, .. }) = s.close_reason() else {
+            panic!("expected a protocol close, got {:?}", s.close_reason());
+        };
+        assert_eq!(*code, ErrorCode::PROTOCOL);
+        assert!(
+            transmit(&mut s).is_empty(),
+            "Hello is not sent on a closed session"
+        );
+    }
+
+    #[test]
+    fn a_welcome_of_another_version_is_refused() {
+        let now = Instant::now();
+        let mut s = Session::new(now, config());
+        s.handle_frame(
+            now,
+            Down::Welcome(Welcome {
+                version: VERSION + 1,
+                ..welcome()
+            }),
+        );
+        assert!(matches!(
+            s.close_reason(),
+            Some(CloseReason::Protocol {
+                code: ErrorCode::UNSUPPORTED_VERSION,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn no_welcome_in_time_ends_the_session() {
+        let now = Instant::now();
+        let mut s = Session::new(now, config());
+        s.handle_timeout(now + TIMEOUT - Duration::from_millis(1));
+        assert_eq!(s.close_reason(), None);
+        s.handle_timeout(now + TIMEOUT);
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Closed(CloseReason::Timeout)]
+        );
+        assert!(CloseReason::Timeout.may_retry());
+    }
+
+    #[test]
+    fn requests_get_small_increasing_ids_and_their_own_answers() {
+        let now = Instant::now();
+        let mut s = open(now);
+        let publish = s.publish(now, doc("alice@example.com").presence).unwrap();
+        let fetch = s.fetch(now, "bob@example.com".into()).unwrap();
+        let send = s.send(now, message(7)).unwrap();
+        let unsub = s.unsubscribe(now, "bob@example.com".into()).unwrap();
+        assert_eq!((publish, fetch, send, unsub), (1, 2, 3, 4));
+        assert_eq!(s.pending_requests(), 4);
+        let sent: Vec<_> = transmit(&mut s).iter().map(Up::req).collect();
+        assert_eq!(sent, vec![Some(1), Some(2), Some(3), Some(4)]);
+
+        // Answers may come in any order.
+        let status = ReceiptStatus::Stored;
+        s.handle_frame(now, Down::Receipt { req: send, status });
+        s.handle_frame(now, Down::Ok { req: publish });
+        let fail = Down::Fail {
+            req: unsub,
+            code: ErrorCode::REFUSED,
+            text: "no".into(),
+        };
+        s.handle_frame(now, fail);
+        s.handle_frame(
+            now,
+            Down::Presence {
+                req: fetch,
+                doc: doc("bob@example.com"),
+            },
+        );
+        let reply = |req, reply| SessionEvent::Reply { req, reply };
+        assert_eq!(
+            events(&mut s),
+            vec![
+                reply(send, Reply::Receipt(ReceiptStatus::Stored)),
+                reply(publish, Reply::Done),
+                reply(
+                    unsub,
+                    Reply::Failed {
+                        code: ErrorCode::REFUSED,
+                        text: "no".into()
+                    }
+                ),
+                reply(fetch, Reply::Presence(doc("bob@example.com"))),
+            ]
+        );
+        assert_eq!(s.pending_requests(), 0);
+        assert_eq!(s.subscribe(now, "carol@example.com".into()), Ok(5));
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_kind_closes_the_session() {
+        let now = Instant::now();
+        let mut s = open(now);
+        let fetch = s.fetch(now, "bob@example.com".into()).unwrap();
+        let other = s.publish(now, Presence::default()).unwrap();
+        s.handle_frame(
+            now,
+            Down::Receipt {
+                req: fetch,
+                status: ReceiptStatus::Delivered,
+            },
+        );
+        let evs = events(&mut s);
+        assert_eq!(evs.len(), 3, "{evs:?}");
+        assert_eq!(
+            evs[0],
+            SessionEvent::Reply {
+                req: fetch,
+                reply: Reply::Lost
+            }
+        );
+        assert_eq!(
+            evs[1],
+            SessionEvent::Reply {
+                req: other,
+                reply: Reply::Lost
+            }
+        );
+        assert!(matches!(
+            &evs[2],
+            SessionEvent::Closed(CloseReason::Protocol { .. })
+        ));
+        assert_eq!(
+            s.fetch(now, "bob@example.com".into()),
+            Err(CommandError::Closed)
+        );
+    }
+
+    #[test]
+    fn an_answer_to_no_waiting_request_is_ignored() {
+        let now = Instant::now();
+        let mut s = open(now);
+        s.handle_frame(now, Down::Ok { req: 42 });
+        assert!(events(&mut s).is_empty());
+        assert!(s.is_open());
+    }
+
+    #[test]
+    fn requests_time_out_and_late_answers_are_ignored() {
+        let now = Instant::now();
+        let mut s = open(now);
+        let first = s.fetch(now, "bob@example.com".into()).unwrap();
+        let later = now + Duration::from_secs(3);
+        let second = s.fetch(later, "carol@example.com".into()).unwrap();
+        assert_eq!(s.poll_timeout(), Some(now + TIMEOUT));
+
+        s.handle_timeout(now + TIMEOUT);
+        let timed_out = SessionEvent::Reply {
+            req: first,
+            reply: Reply::TimedOut,
+        };
+        assert_eq!(events(&mut s), vec![timed_out]);
+        assert_eq!(s.poll_timeout(), Some(later + TIMEOUT));
+
+        s.handle_frame(
+            now,
+            Down::Presence {
+                req: first,
+                doc: doc("bob@example.com"),
+            },
+        );
+        assert!(events(&mut s).is_empty());
+        s.handle_frame(
+            now,
+            Down::Presence {
+                req: second,
+                doc: doc("carol@example.com"),
+            },
+        );
+        assert_eq!(events(&mut s).len(), 1);
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn inbox_items_surface_once_and_acks_are_coalesced() {
+        let now = Instant::now();
+        let mut s = open(now);
+        for seq in [1, 2, 3, 2, 3] {
+            s.handle_frame(
+                now,
+                Down::Deliver {
+                    seq,
+                    item: incoming(seq as u8),
+                },
+            );
+        }
+        let seqs: Vec<u64> = events(&mut s)
+            .into_iter()
+            .map(|e| match e {
+                SessionEvent::Message { seq, .. } => seq,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert!(
+            transmit(&mut s).is_empty(),
+            "nothing is acknowledged before it is taken"
+        );
+
+        s.ack(1);
+        s.ack(3);
+        s.ack(2);
+        assert_eq!(transmit(&mut s), vec![Up::Ack { upto: 3 }]);
+        s.ack(3);
+        assert!(transmit(&mut s).is_empty(), "an ack is never repeated");
+
+        let receipt = LateReceipt {
+            id: vec![1; 16],
+            to: "bob@example.com".into(),
+            status: ReceiptStatus::Delivered,
+        };
+        s.handle_frame(
+            now,
+            Down::Deliver {
+                seq: 4,
+                item: InboxItem::Receipt(receipt.clone()),
+            },
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Receipt { seq: 4, receipt }]
+        );
+        s.ack(4);
+        assert_eq!(transmit(&mut s), vec![Up::Ack { upto: 4 }]);
+    }
+
+    #[test]
+    fn acks_go_before_queued_requests_and_never_past_what_was_delivered() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            now,
+            SessionConfig {
+                consumed: Some(10),
+                ..config()
+            },
+        );
+        transmit(&mut s);
+        s.handle_frame(now, Down::Welcome(welcome()));
+        let fetch = s.fetch(now, "bob@example.com".into()).unwrap();
+        // Redelivery of items an earlier session's application already took.
+        s.handle_frame(
+            now,
+            Down::Deliver {
+                seq: 6,
+                item: incoming(6),
+            },
+        );
+        s.handle_frame(
+            now,
+            Down::Deliver {
+                seq: 7,
+                item: incoming(7),
+            },
+        );
+        let target = String::from("bob@example.com");
+        assert_eq!(
+            transmit(&mut s),
+            vec![Up::Ack { upto: 7 }, Up::Fetch { req: fetch, target }]
+        );
+        // After a gap, what was taken is acknowledged, but not the new item.
+        s.handle_frame(
+            now,
+            Down::Deliver {
+                seq: 12,
+                item: incoming(12),
+            },
+        );
+        assert_eq!(transmit(&mut s), vec![Up::Ack { upto: 10 }]);
+        s.ack(12);
+        assert_eq!(transmit(&mut s), vec![Up::Ack { upto: 12 }]);
+    }
+
+    #[test]
+    fn a_session_without_inbox_neither_surfaces_nor_acknowledges_items() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            now,
+            SessionConfig {
+                inbox: false,
+                consumed: Some(9),
+                ..config()
+            },
+        );
+        transmit(&mut s);
+        s.handle_frame(now, Down::Welcome(welcome()));
+        events(&mut s);
+        s.handle_frame(
+            now,
+            Down::Deliver {
+                seq: 1,
+                item: incoming(1),
+            },
+        );
+        s.ack(1);
+        assert!(events(&mut s).is_empty());
+        assert!(transmit(&mut s).is_empty());
+    }
+
+    #[test]
+    fn a_close_from_the_gateway_fails_waiting_requests() {
+        let now = Instant::now();
+        let mut s = open(now);
+        let req = s.send(now, message(1)).unwrap();
+        let text = String::from("restarting");
+        s.handle_frame(
+            now,
+            Down::Close {
+                code: ErrorCode::SHUTDOWN,
+                text: text.clone(),
+            },
+        );
+        let reason = CloseReason::Gateway {
+            code: ErrorCode::SHUTDOWN,
+            text,
+        };
+        assert_eq!(
+            events(&mut s),
+            vec![
+                SessionEvent::Reply {
+                    req,
+                    reply: Reply::Lost
+                },
+                SessionEvent::Closed(reason.clone()),
+            ]
+        );
+        assert!(reason.may_retry());
+        assert!(transmit(&mut s).is_empty(), "queued requests are dropped");
+        s.handle_frame(
+            now,
+            Down::Deliver {
+                seq: 1,
+                item: incoming(1),
+            },
+        );
+        s.handle_closed(CloseReason::Link("gone".into()));
+        assert!(events(&mut s).is_empty(), "nothing follows Closed");
+        assert_eq!(s.close_reason(), Some(&reason));
+    }
+
+    #[test]
+    fn a_lost_link_fails_waiting_requests() {
+        let now = Instant::now();
+        let mut s = open(now);
+        let req = s.fetch(now, "bob@example.com".into()).unwrap();
+        s.handle_closed(CloseReason::Link("idle timeout".into()));
+        assert_eq!(
+            events(&mut s),
+            vec![
+                SessionEvent::Reply {
+                    req,
+                    reply: Reply::Lost
+                },
+                SessionEvent::Closed(CloseReason::Link("idle timeout".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_connection_close_before_welcome_is_a_rejection() {
+        let now = Instant::now();
+        let mut s = Session::new(now, config());
+        let text = String::from("bye");
+        s.handle_closed(CloseReason::Gateway {
+            code: ErrorCode::UNAUTHORIZED,
+            text: text.clone(),
+        });
+        let reason = CloseReason::Rejected {
+            code: ErrorCode::UNAUTHORIZED,
+            text,
+        };
+        assert_eq!(s.close_reason(), Some(&reason));
+    }
+
+    #[test]
+    fn goodbye_flushes_then_says_bye_and_waits_for_the_gateway() {
+        let now = Instant::now();
+        let mut s = open(now);
+        let req = s.fetch(now, "bob@example.com".into()).unwrap();
+        s.handle_frame(
+            now,
+            Down::Deliver {
+                seq: 1,
+                item: incoming(1),
+            },
+        );
+        events(&mut s);
+        s.ack(1);
+        s.close(now);
+        assert_eq!(
+            s.fetch(now, "x@example.com".into()),
+            Err(CommandError::Closed)
+        );
+        let frames = transmit(&mut s);
+        let target = String::from("bob@example.com");
+        let expected = vec![Up::Ack { upto: 1 }, Up::Fetch { req, target }, Up::Bye];
+        assert_eq!(frames, expected);
+        assert!(s.said_bye());
+        assert!(transmit(&mut s).is_empty());
+
+        // Items arriving now are left for the next session.
+        s.handle_frame(
+            now,
+            Down::Deliver {
+                seq: 2,
+                item: incoming(2),
+            },
+        );
+        s.handle_frame(
+            now,
+            Down::Presence {
+                req,
+                doc: doc("bob@example.com"),
+            },
+        );
+        assert_eq!(events(&mut s).len(), 1, "only the answer");
+        let text = String::from("goodbye");
+        s.handle_frame(
+            now,
+            Down::Close {
+                code: ErrorCode::GOODBYE,
+                text,
+            },
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Closed(CloseReason::Goodbye)]
+        );
+        assert!(!CloseReason::Goodbye.may_retry());
+    }
+
+    #[test]
+    fn goodbye_gives_up_waiting_after_the_linger() {
+        let now = Instant::now();
+        let mut s = open(now);
+        s.close(now);
+        transmit(&mut s);
+        assert_eq!(s.poll_timeout(), Some(now + BYE_LINGER));
+        s.handle_timeout(now + BYE_LINGER);
+        assert_eq!(s.close_reason(), Some(&CloseReason::Goodbye));
+    }
+
+    #[test]
+    fn closing_before_welcome_ends_at_once() {
+        let now = Instant::now();
+        let mut s = Session::new(now, config());
+        s.close(now);
+        assert_eq!(s.close_reason(), Some(&CloseReason::Goodbye));
+        assert!(transmit(&mut s).is_empty());
+    }
+
+    #[test]
+    fn oversize_requests_are_refused_locally() {
+        let now = Instant::now();
+        let mut s = open(now);
+        let mut big = message(1);
+        big.body = vec![0; 1025];
+        assert_eq!(
+            s.send(now, big),
+            Err(CommandError::BodyTooLarge {
+                len: 1025,
+                max: 1024
+            })
+        );
+        let mut no_id = message(1);
+        no_id.id.clear();
+        assert_eq!(
+            s.send(now, no_id),
+            Err(CommandError::BadMessageId { len: 0 })
+        );
+        let long_name = "a".repeat(5000);
+        assert!(matches!(
+            s.fetch(now, long_name),
+            Err(CommandError::FrameTooLarge { max: 4096, .. })
+        ));
+        assert_eq!(s.pending_requests(), 0);
+        assert_eq!(
+            s.fetch(now, "bob@example.com".into()),
+            Ok(1),
+            "no id was used up"
+        );
+    }
+
+    #[test]
+    fn request_ids_wrap_without_zero_or_reuse() {
+        let now = Instant::now();
+        let mut s = open(now);
+        s.next_req = ReqId::MAX;
+        assert_eq!(s.fetch(now, "a@example.com".into()), Ok(ReqId::MAX));
+        assert_eq!(s.fetch(now, "b@example.com".into()), Ok(1));
+        s.next_req = ReqId::MAX;
+        assert_eq!(
+            s.fetch(now, "c@example.com".into()),
+            Ok(2),
+            "skips ids still waiting"
+        );
+    }
+
+    #[test]
+    fn notifications_are_surfaced() {
+        let now = Instant::now();
+        let mut s = open(now);
+        s.handle_frame(
+            now,
+            Down::Notify {
+                doc: doc("bob@example.com"),
+            },
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Notify(doc("bob@example.com"))]
+        );
+        s.handle_frame(now, Down::Welcome(welcome()));
+        assert!(matches!(
+            s.close_reason(),
+            Some(CloseReason::Protocol { .. })
+        ));
+    }
+
+    #[test]
+    fn transient_codes() {
+        assert!(is_transient(ErrorCode::SHUTDOWN));
+        assert!(is_transient(ErrorCode(999)));
+        assert!(!is_transient(ErrorCode::UNAUTHORIZED));
+        assert!(!is_transient(ErrorCode::UNSUPPORTED_VERSION));
+        assert!(
+            !CloseReason::Protocol {
+                code: ErrorCode::MALFORMED,
+                text: String::new()
+            }
+            .may_retry()
+        );
+    }
+
+    #[test]
+    fn the_token_is_not_in_debug_output() {
+        let shown = format!("{:?}", config());
+        assert!(!shown.contains("secret"), "{shown}");
+        let s = Session::new(Instant::now(), config());
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+}

@@ -689,6 +689,7 @@ pub fn down_name(frame: &Down) -> &'static str {
         Down::Notify { .. } => "Notify",
         Down::Deliver { .. } => "Deliver",
         Down::Close { .. } => "Close",
+        Down::Opened(_) => "Opened",
     }
 }
 
@@ -703,6 +704,7 @@ pub fn up_name(frame: &Up) -> &'static str {
         Up::Send { .. } => "Send",
         Up::Ack { .. } => "Ack",
         Up::Bye => "Bye",
+        Up::Open(_) => "Open",
     }
 }
 

@@ -186,7 +186,7 @@ async fn session(
                     });
                 }
             }
-            Up::Hello(_) => out.push(Down::Close {
+            Up::Hello(_) | Up::Open(_) => out.push(Down::Close {
                 code: ErrorCode::UNAUTHORIZED,
                 text: "wrong token".into(),
             }),

@@ -62,6 +62,8 @@ codes! {
     INTERNAL = 15, "internal";
     /// The session was closed by the client's goodbye.
     GOODBYE = 16, "goodbye";
+    /// A newer connection of the same device took the session over.
+    SUPERSEDED = 17, "superseded";
 }
 
 impl core::fmt::Display for ErrorCode {

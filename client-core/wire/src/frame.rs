@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ErrorCode;
 use crate::message::{InboxItem, Message, ReceiptStatus};
 use crate::presence::{Presence, PresenceDoc};
-use crate::types::{Name, Text};
+use crate::types::{Key, Name, Text};
 
 /// A request id, chosen by the client, echoed in the response.
 pub type ReqId = u32;
@@ -70,6 +70,42 @@ pub enum Up {
     /// 7: says goodbye: the gateway closes the session and marks the presentity
     /// CLOSED at once (if this was its last session).
     Bye,
+    /// 8: opens or resumes the session of one device; the opening frame of clients that
+    /// keep state (instead of [`Up::Hello`]). Must be the first frame, exactly once.
+    Open(Open),
+}
+
+/// The opening frame of a device that keeps state: it names the device, so that the
+/// gateway can resume the device's session after a lost link, and says which inbox
+/// items the device has already processed. Its first field is the version, like
+/// [`Hello`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Open {
+    /// Protocol version; [`crate::VERSION`].
+    pub version: u16,
+    /// The principal's identifier, `local@domain`.
+    pub user: Name,
+    /// The access token provisioned for the principal.
+    pub token: Text,
+    /// The device: 1 to [`crate::limits::MSG_ID_MAX`] bytes chosen once per
+    /// installation and kept (`tern-client` keeps 16 random bytes in its state directory).
+    pub device: Key,
+    /// The highest inbox sequence number this device has processed and kept durably;
+    /// 0 if none. Nothing at or below it is delivered to this device again.
+    pub inbox_seen: u64,
+    /// Bit set of [`Open::INBOX`].
+    pub flags: u8,
+}
+
+impl Open {
+    /// This session takes inbox items (messages and late receipts). Without it the
+    /// gateway pushes none to it, and does not wait for it to acknowledge anything.
+    pub const INBOX: u8 = 1;
+
+    /// Whether the session takes inbox items.
+    pub const fn takes_inbox(&self) -> bool {
+        self.flags & Self::INBOX != 0
+    }
 }
 
 /// The opening frame. Its first field is the version, in every version, so that a
@@ -136,6 +172,32 @@ pub enum Down {
         /// Why, for people.
         text: Text,
     },
+    /// 8: the device's session is open; the answer to a good [`Up::Open`].
+    Opened(Opened),
+}
+
+/// The gateway's answer to a good [`Open`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opened {
+    /// The protocol version the gateway speaks on this session.
+    pub version: u16,
+    /// The principal's normalised identifier, as the gateway will stamp it.
+    pub user: Name,
+    /// Largest frame the gateway accepts, bytes.
+    pub frame_max: u32,
+    /// Largest message body the gateway accepts, bytes.
+    pub body_max: u32,
+    /// The gateway's clock, Unix milliseconds.
+    pub time: u64,
+    /// True when the device's earlier session was resumed: subscriptions, waiting
+    /// receipts and the presentity's contact were kept, and only presence that changed
+    /// meanwhile is restated. False for a fresh session: every subscription is restated.
+    pub resumed: bool,
+    /// How long the gateway keeps a device's session after its link is lost, ms. The
+    /// presentity stays in contact for that long (no CLOSED flap on a short outage).
+    pub resume_window: u32,
+    /// The keep-alive interval the gateway suggests for this link, ms.
+    pub keepalive: u32,
 }
 
 /// The gateway's answer to a good [`Hello`].
@@ -162,7 +224,7 @@ impl Up {
             | Self::Subscribe { req, .. }
             | Self::Unsubscribe { req, .. }
             | Self::Send { req, .. } => Some(*req),
-            Self::Hello(_) | Self::Ack { .. } | Self::Bye => None,
+            Self::Hello(_) | Self::Open(_) | Self::Ack { .. } | Self::Bye => None,
         }
     }
 }
@@ -175,9 +237,11 @@ impl Down {
             | Self::Fail { req, .. }
             | Self::Presence { req, .. }
             | Self::Receipt { req, .. } => Some(*req),
-            Self::Welcome(_) | Self::Notify { .. } | Self::Deliver { .. } | Self::Close { .. } => {
-                None
-            }
+            Self::Welcome(_)
+            | Self::Opened(_)
+            | Self::Notify { .. }
+            | Self::Deliver { .. }
+            | Self::Close { .. } => None,
         }
     }
 }

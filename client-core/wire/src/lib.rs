@@ -32,7 +32,7 @@ pub mod types;
 
 pub use codec::CodecError;
 pub use error::ErrorCode;
-pub use frame::{Down, Hello, Up};
+pub use frame::{Down, Hello, Open, Opened, Up};
 pub use message::{InboxItem, Incoming, LateReceipt, Message, MsgId, ReceiptStatus};
 pub use presence::{Availability, Basic, CardField, CardKind, Ext, Presence, PresenceDoc, Tuple};
 

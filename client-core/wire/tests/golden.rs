@@ -19,7 +19,7 @@ use core::fmt::Debug;
 use common::{blob, key, list, name, text, unwire, wire};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tern_wire::frame::Welcome;
+use tern_wire::frame::{Open, Opened, Welcome};
 use tern_wire::{
     Availability, Basic, CardField, CardKind, Down, ErrorCode, Ext, Hello, InboxItem, Incoming,
     LateReceipt, Message, Presence, PresenceDoc, ReceiptStatus, Tuple, Up,
@@ -225,6 +225,31 @@ fn up_7_bye() {
     golden(&Up::Bye, "01 07");
 }
 
+#[test]
+fn up_8_open() {
+    let frame = Up::Open(open_frame());
+    golden(
+        &frame,
+        "23 08 01
+         11 616c696365406578616d706c652e636f6d  # user
+         06 733363726574                        # token \"s3cret\"
+         04 deadbeef                            # device
+         e807                                   # inbox_seen 1000
+         01                                     # flags: INBOX",
+    );
+}
+
+fn open_frame() -> Open {
+    Open {
+        version: 1,
+        user: name(ALICE),
+        token: text("s3cret"),
+        device: key(&[0xde, 0xad, 0xbe, 0xef]),
+        inbox_seen: 1000,
+        flags: Open::INBOX,
+    }
+}
+
 // ---- Down: gateway to client -----------------------------------------------------
 
 #[test]
@@ -423,6 +448,34 @@ fn down_7_close() {
     golden(&frame, "0d 07 0e 0a 72657374617274696e67");
 }
 
+#[test]
+fn down_8_opened() {
+    let frame = Down::Opened(opened_frame());
+    golden(
+        &frame,
+        "27 08 01
+         11 616c696365406578616d706c652e636f6d  # user
+         808004 808001                          # frame_max, body_max
+         80d095ffbc31                           # time
+         01                                     # resumed
+         b0ea01                                 # resume_window 30000
+         a09c01                                 # keepalive 20000",
+    );
+}
+
+fn opened_frame() -> Opened {
+    Opened {
+        version: 1,
+        user: name(ALICE),
+        frame_max: 65_536,
+        body_max: 16_384,
+        time: T_MILLIS,
+        resumed: true,
+        resume_window: 30_000,
+        keepalive: 20_000,
+    }
+}
+
 // ---- Open registries: values unknown to this build travel unchanged ----------------
 
 #[test]
@@ -464,6 +517,7 @@ fn up_tag(frame: &Up) -> u8 {
         Up::Send { .. } => 5,
         Up::Ack { .. } => 6,
         Up::Bye => 7,
+        Up::Open(_) => 8,
     }
 }
 
@@ -478,6 +532,7 @@ fn down_tag(frame: &Down) -> u8 {
         Down::Notify { .. } => 5,
         Down::Deliver { .. } => 6,
         Down::Close { .. } => 7,
+        Down::Opened(_) => 8,
     }
 }
 
@@ -515,6 +570,7 @@ fn variant_tags_are_positions() {
         },
         Up::Ack { upto: 1 },
         Up::Bye,
+        Up::Open(open_frame()),
     ];
     for (i, frame) in ups.iter().enumerate() {
         assert_eq!(usize::from(up_tag(frame)), i);
@@ -560,6 +616,7 @@ fn variant_tags_are_positions() {
             code: ErrorCode::GOODBYE,
             text: text(""),
         },
+        Down::Opened(opened_frame()),
     ];
     for (i, frame) in downs.iter().enumerate() {
         assert_eq!(usize::from(down_tag(frame)), i);
@@ -592,6 +649,7 @@ fn error_code_registry_is_stable() {
             (14, "shutdown"),
             (15, "internal"),
             (16, "goodbye"),
+            (17, "superseded"),
         ]
     );
     assert_eq!(ErrorCode(0).name(), None, "0 is never a code");

@@ -41,6 +41,15 @@ pub struct HubConfig {
     pub inbox_window: u64,
     /// Most presentities one principal may subscribe to.
     pub max_subscriptions: usize,
+    /// How long a device's session is kept after its link is lost, milliseconds. It is
+    /// also the grace period of presence: the presentity stays in contact meanwhile, so a
+    /// shorter outage ending in a resumption shows watchers nothing.
+    pub resume_window_ms: u64,
+    /// The keep-alive interval suggested to clients in `Opened`, milliseconds.
+    pub keepalive_hint_ms: u64,
+    /// A device not seen for this long no longer holds inbox items back from deletion,
+    /// milliseconds.
+    pub device_retention_ms: u64,
 }
 
 impl Default for HubConfig {
@@ -52,6 +61,9 @@ impl Default for HubConfig {
             delivery_wait_ms: 5_000,
             inbox_window: 256,
             max_subscriptions: 500,
+            resume_window_ms: 30_000,
+            keepalive_hint_ms: 20_000,
+            device_retention_ms: 30 * 24 * 3_600_000,
         }
     }
 }

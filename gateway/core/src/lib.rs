@@ -21,4 +21,4 @@ pub mod validate;
 
 pub use config::{DomainConfig, HubConfig};
 pub use hub::{Action, ConnId, Hub, Millis};
-pub use store::{MemStore, SentRecord, Store, StoreError, UserRecord};
+pub use store::{DeviceRecord, MemStore, SentRecord, Store, StoreError, UserRecord};

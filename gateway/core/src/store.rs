@@ -42,6 +42,16 @@ pub struct SentRecord {
     pub seq: u64,
 }
 
+/// What the gateway keeps about one device of a principal that takes inbox items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The highest inbox sequence number this device acknowledged: nothing at or below
+    /// it is delivered to the device again (receive-only-once, RFC 2779 5.4.2).
+    pub acked: u64,
+    /// When the device last opened a session or acknowledged, Unix milliseconds.
+    pub seen: u64,
+}
+
 /// Durable state of the gateway, seen through one open transaction.
 pub trait Store {
     /// The principal with this normalised address.
@@ -84,10 +94,22 @@ pub trait Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, InboxItem)>, StoreError>;
-    /// Whether the inbox still holds the item (it has not been acknowledged).
-    fn inbox_contains(&self, owner: &str, seq: u64) -> Result<bool, StoreError>;
-    /// Removes and returns every item up to and including `upto`.
-    fn inbox_ack(&mut self, owner: &str, upto: u64) -> Result<Vec<(u64, InboxItem)>, StoreError>;
+    /// The last sequence number ever appended to the inbox (0 if none).
+    fn inbox_last(&self, owner: &str) -> Result<u64, StoreError>;
+    /// Removes every item up to and including `upto` (every device has it).
+    fn inbox_remove(&mut self, owner: &str, upto: u64) -> Result<(), StoreError>;
+
+    /// The record of one device of a principal.
+    fn device(&self, owner: &str, device: &[u8]) -> Result<Option<DeviceRecord>, StoreError>;
+    /// Creates or replaces the record of one device.
+    fn put_device(
+        &mut self,
+        owner: &str,
+        device: &[u8],
+        record: DeviceRecord,
+    ) -> Result<(), StoreError>;
+    /// Every device of a principal with its record.
+    fn devices(&self, owner: &str) -> Result<Vec<(Vec<u8>, DeviceRecord)>, StoreError>;
 
     /// The record of a message already accepted from `sender` with this id.
     fn sent(&self, sender: &str, id: &[u8]) -> Result<Option<SentRecord>, StoreError>;
@@ -103,6 +125,7 @@ pub struct MemStore {
     presence: HashMap<String, PresenceDoc>,
     subscriptions: BTreeSet<(String, String)>,
     inboxes: HashMap<String, (u64, BTreeMap<u64, InboxItem>)>,
+    devices: BTreeMap<(String, Vec<u8>), DeviceRecord>,
     sent: HashMap<(String, Vec<u8>), SentRecord>,
 }
 
@@ -125,7 +148,12 @@ impl Store for MemStore {
         self.presence.remove(address);
         self.subscriptions
             .retain(|(w, t)| w.as_str() != address && t.as_str() != address);
-        self.inboxes.remove(address);
+        if let Some((_, items)) = self.inboxes.get_mut(address) {
+            items.clear(); // the sequence counter stays: numbers are never reused
+        }
+        self.devices.retain(|(owner, _), _| owner != address);
+        self.sent
+            .retain(|(sender, _), record| sender != address && record.owner != address);
         Ok(self.users.remove(address).is_some())
     }
 
@@ -205,20 +233,38 @@ impl Store for MemStore {
         }))
     }
 
-    fn inbox_contains(&self, owner: &str, seq: u64) -> Result<bool, StoreError> {
-        Ok(self
-            .inboxes
-            .get(owner)
-            .is_some_and(|(_, items)| items.contains_key(&seq)))
+    fn inbox_last(&self, owner: &str) -> Result<u64, StoreError> {
+        Ok(self.inboxes.get(owner).map_or(0, |(last, _)| *last))
     }
 
-    fn inbox_ack(&mut self, owner: &str, upto: u64) -> Result<Vec<(u64, InboxItem)>, StoreError> {
-        let Some((_, items)) = self.inboxes.get_mut(owner) else {
-            return Ok(Vec::new());
-        };
-        let kept = items.split_off(&(upto.saturating_add(1)));
-        let acked = std::mem::replace(items, kept);
-        Ok(acked.into_iter().collect())
+    fn inbox_remove(&mut self, owner: &str, upto: u64) -> Result<(), StoreError> {
+        if let Some((_, items)) = self.inboxes.get_mut(owner) {
+            *items = items.split_off(&upto.saturating_add(1));
+        }
+        Ok(())
+    }
+
+    fn device(&self, owner: &str, device: &[u8]) -> Result<Option<DeviceRecord>, StoreError> {
+        Ok(self.devices.get(&(owner.into(), device.to_vec())).copied())
+    }
+
+    fn put_device(
+        &mut self,
+        owner: &str,
+        device: &[u8],
+        record: DeviceRecord,
+    ) -> Result<(), StoreError> {
+        self.devices.insert((owner.into(), device.to_vec()), record);
+        Ok(())
+    }
+
+    fn devices(&self, owner: &str) -> Result<Vec<(Vec<u8>, DeviceRecord)>, StoreError> {
+        Ok(self
+            .devices
+            .iter()
+            .filter(|((o, _), _)| o == owner)
+            .map(|((_, d), r)| (d.clone(), *r))
+            .collect())
     }
 
     fn sent(&self, sender: &str, id: &[u8]) -> Result<Option<SentRecord>, StoreError> {

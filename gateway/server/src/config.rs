@@ -142,6 +142,18 @@ pub struct Timeouts {
     /// How long a send request waits for an online recipient's acknowledgement before it
     /// is answered `Stored`. Default 5 s.
     pub delivery_wait_ms: u64,
+    /// How long a device's session is kept after its link is lost (no goodbye), so that
+    /// it resumes instead of starting over. It is also presence's grace period: the
+    /// presentity stays in contact meanwhile, and a shorter outage shows watchers
+    /// nothing. Default 30 s: enough for a tunnel, a lift or a handover, short enough
+    /// that a phone that is really gone shows CLOSED within `idle_timeout_ms` + 30 s.
+    pub resume_window_ms: u64,
+    /// The keep-alive interval suggested to clients in `Opened`. Default 20 s, below
+    /// common carrier NAT timeouts (30 s and up) and well below `idle_timeout_ms`.
+    pub client_keepalive_ms: u64,
+    /// A device not seen for this long no longer holds inbox items back from deletion.
+    /// Default 30 days.
+    pub device_retention_ms: u64,
 }
 
 /// QUIC flow-control windows, bytes. Chat traffic is small, so the windows are small
@@ -197,6 +209,9 @@ impl Default for Timeouts {
             keepalive_ms: None,
             hello_timeout_ms: 10_000,
             delivery_wait_ms: HubConfig::default().delivery_wait_ms,
+            resume_window_ms: HubConfig::default().resume_window_ms,
+            client_keepalive_ms: HubConfig::default().keepalive_hint_ms,
+            device_retention_ms: HubConfig::default().device_retention_ms,
         }
     }
 }
@@ -348,6 +363,9 @@ impl GatewayConfig {
             frame_max: self.limits.frame_max,
             body_max: self.limits.body_max,
             delivery_wait_ms: self.timeouts.delivery_wait_ms,
+            resume_window_ms: self.timeouts.resume_window_ms,
+            keepalive_hint_ms: self.timeouts.client_keepalive_ms,
+            device_retention_ms: self.timeouts.device_retention_ms,
             inbox_window: self.limits.inbox_window,
             max_subscriptions: self.limits.max_subscriptions,
         }

@@ -13,7 +13,7 @@ use tern_wire::{Down, ErrorCode, InboxItem, Incoming, LateReceipt, Message, Rece
 
 use super::session::ConnState;
 use super::{ConnId, Hub, Millis, Pending};
-use crate::store::{SentRecord, Store, StoreError};
+use crate::store::{DeviceRecord, SentRecord, Store, StoreError};
 use crate::validate;
 
 impl Hub {
@@ -41,10 +41,10 @@ impl Hub {
         }
         if let Some(sent) = store.sent(sender, &msg.id)? {
             // A resend of an accepted message: answer its status, deliver nothing.
-            let status = if store.inbox_contains(&sent.owner, sent.seq)? {
-                ReceiptStatus::Stored
-            } else {
+            let status = if sent.seq <= delivered_upto(&sent.owner, store)? {
                 ReceiptStatus::Delivered
+            } else {
+                ReceiptStatus::Stored
             };
             self.send(conn, Down::Receipt { req, status });
             return Ok(());
@@ -64,7 +64,7 @@ impl Hub {
             seq,
         };
         store.put_sent(sender, &id, record)?;
-        if self.online.contains_key(&owner) {
+        if self.takes_inbox_now(&owner) {
             let deadline = now.saturating_add(self.config.delivery_wait_ms);
             self.pending.insert(
                 (owner.clone(), seq),
@@ -123,35 +123,68 @@ impl Hub {
         Ok(Ok((owner, incoming)))
     }
 
-    /// A cumulative acknowledgement from one of the principal's sessions.
+    /// A cumulative acknowledgement from a session.
     pub(super) fn ack(
         &mut self,
+        now: Millis,
         conn: ConnId,
-        user: &str,
         upto: u64,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
-        // A session may only acknowledge what it was sent.
         let Some(ConnState::Active(session)) = self.conns.get(&conn) else {
             return Ok(());
         };
+        // A session may only acknowledge what it was sent, and only forward.
         let upto = upto.min(session.pushed);
-        let acked = store.inbox_ack(user, upto)?;
-        let conns = self.online.get(user).cloned().unwrap_or_default();
-        for c in conns {
-            if let Some(ConnState::Active(s)) = self.conns.get_mut(&c) {
-                while s.in_flight.front().is_some_and(|seq| *seq <= upto) {
-                    s.in_flight.pop_front();
+        if !session.inbox || upto <= session.acked {
+            return Ok(());
+        }
+        let (user, device) = (session.user.clone(), session.device.clone());
+        self.record_ack(now, &user, &device, upto, store)?;
+        if let Some(ConnState::Active(s)) = self.conns.get_mut(&conn) {
+            s.acked = upto;
+            while s.in_flight.front().is_some_and(|seq| *seq <= upto) {
+                s.in_flight.pop_front();
+            }
+        }
+        self.deliver_more(conn, store)
+    }
+
+    /// Moves a device's durable position to `upto`: messages no device had before are
+    /// now delivered (their senders hear of it), and items every device has are removed.
+    pub(super) fn record_ack(
+        &mut self,
+        now: Millis,
+        user: &str,
+        device: &[u8],
+        upto: u64,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let devices = store.devices(user)?;
+        let before = devices.iter().map(|(_, r)| r.acked).max().unwrap_or(0);
+        store.put_device(
+            user,
+            device,
+            DeviceRecord {
+                acked: upto,
+                seen: now,
+            },
+        )?;
+        if upto > before {
+            let span = usize::try_from(upto - before).unwrap_or(usize::MAX);
+            for (seq, item) in store.inbox_after(user, before, span)? {
+                if let (true, InboxItem::Message(msg)) = (seq <= upto, item) {
+                    self.delivered(user, seq, msg, store)?;
                 }
-                s.pushed = s.pushed.max(upto);
             }
         }
-        for (seq, item) in acked {
-            if let InboxItem::Message(msg) = item {
-                self.delivered(user, seq, msg, store)?;
-            }
-        }
-        self.deliver_to_principal(user, store)
+        let retention = self.config.device_retention_ms;
+        let floor = devices
+            .iter()
+            .filter(|(d, r)| d.as_slice() != device && r.seen.saturating_add(retention) >= now)
+            .map(|(_, r)| r.acked)
+            .fold(upto, u64::min);
+        store.inbox_remove(user, floor)
     }
 
     /// A message left the inbox acknowledged: tell its sender.
@@ -226,7 +259,7 @@ impl Hub {
     }
 
     /// Send requests waiting past their deadline are answered `Stored`.
-    pub fn handle_timeout(&mut self, now: Millis) {
+    pub(super) fn answer_overdue_sends(&mut self, now: Millis) {
         while let Some((at, owner, seq)) = self.deadlines.first().cloned() {
             if at > now {
                 break;
@@ -284,8 +317,28 @@ impl Hub {
         taken
     }
 
+    /// Whether one of the principal's live sessions takes inbox items now.
+    fn takes_inbox_now(&self, owner: &str) -> bool {
+        self.online.get(owner).is_some_and(|conns| {
+            conns
+                .iter()
+                .any(|c| matches!(self.conns.get(c), Some(ConnState::Active(s)) if s.inbox))
+        })
+    }
+
     fn im_enabled(&self, user: &str) -> bool {
         let domain = user.rsplit_once('@').map_or("", |(_, d)| d);
         self.config.domain(domain).is_some_and(|d| d.im)
     }
+}
+
+/// The highest inbox sequence number any device of the principal acknowledged: every
+/// message at or below it has been delivered.
+fn delivered_upto(owner: &str, store: &dyn Store) -> Result<u64, StoreError> {
+    Ok(store
+        .devices(owner)?
+        .iter()
+        .map(|(_, r)| r.acked)
+        .max()
+        .unwrap_or(0))
 }

@@ -66,6 +66,14 @@ struct Pending {
     deadline: Millis,
 }
 
+/// A device session whose link was lost, kept until `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Parked {
+    until: Millis,
+    /// Watched presentities that changed meanwhile: restated on resumption.
+    dirty: BTreeSet<String>,
+}
+
 /// The gateway's state machine. See the module documentation for the calling order.
 #[derive(Debug)]
 pub struct Hub {
@@ -73,6 +81,12 @@ pub struct Hub {
     conns: HashMap<ConnId, ConnState>,
     /// Principal → its live sessions.
     online: HashMap<String, Vec<ConnId>>,
+    /// (principal, device) → the connection of its live device session.
+    live: HashMap<(String, Vec<u8>), ConnId>,
+    /// Principal → device → its parked session.
+    parked: HashMap<String, HashMap<Vec<u8>, Parked>>,
+    /// When parked sessions expire, earliest first.
+    expiries: BTreeSet<(Millis, String, Vec<u8>)>,
     /// Presentity → principals subscribed to it.
     watchers: HashMap<String, BTreeSet<String>>,
     /// Principal → presentities it subscribes to.
@@ -95,6 +109,9 @@ impl Hub {
             config,
             conns: HashMap::new(),
             online: HashMap::new(),
+            live: HashMap::new(),
+            parked: HashMap::new(),
+            expiries: BTreeSet::new(),
             watchers: HashMap::new(),
             watching: HashMap::new(),
             docs: HashMap::new(),
@@ -138,7 +155,27 @@ impl Hub {
 
     /// When [`Self::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.deadlines.first().map(|(at, _, _)| *at)
+        let receipts = self.deadlines.first().map(|(at, _, _)| *at);
+        let parked = self.expiries.first().map(|(at, _, _)| *at);
+        receipts.into_iter().chain(parked).min()
+    }
+
+    /// The deadline from [`Self::poll_timeout`] has come: send requests still waiting
+    /// are answered `Stored`, and parked sessions past their window end (their
+    /// principals may go out of contact).
+    pub fn handle_timeout(&mut self, now: Millis, store: &mut dyn Store) -> Result<(), StoreError> {
+        self.answer_overdue_sends(now);
+        let result = self.expire_parked(now, store);
+        if result.is_err() {
+            self.staged.clear();
+        }
+        self.publish_staged();
+        result
+    }
+
+    /// Device sessions of a principal that are parked (link lost, window open).
+    pub fn parked_sessions_of(&self, principal: &str) -> usize {
+        self.parked.get(principal).map_or(0, HashMap::len)
     }
 
     /// Live sessions of a principal.

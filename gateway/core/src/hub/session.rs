@@ -1,25 +1,36 @@
-//! Sessions: the life of one connection (awaiting Hello, active, closing), the
-//! authentication at Hello, and the dispatch of each request to its service.
+//! Sessions: the life of one connection (awaiting its opening frame, active, closing),
+//! authentication, the device sessions that outlive a lost link (parking and
+//! resumption), and the dispatch of each request to its service.
 //!
-//! Transitions: `AwaitHello --Hello ok--> Active --Bye/close--> Closing --disconnect--> gone`.
-//! Any frame other than `Hello` while awaiting it, or a second `Hello`, closes the
+//! Connection transitions:
+//! `AwaitHello --Hello/Open ok--> Active --Bye/close--> Closing --disconnect--> gone`.
+//! Any other frame while awaiting the opening frame, or a second one, closes the
 //! connection with `protocol`; frames on a closing connection are ignored.
+//!
+//! Device sessions (opened with `Open`): when the link is lost without a goodbye, the
+//! session is *parked* for `resume_window_ms`: the presentity stays in contact, and the
+//! presentities it watches that change meanwhile are remembered. An `Open` of the same
+//! device within the window resumes it (only what changed is restated); a newer
+//! connection of a device that is still connected supersedes the old one. When the
+//! window passes, the session ends as if the client had vanished. `Hello` sessions have
+//! no device and end when their connection does.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use tern_wire::addr::Address;
 use tern_wire::codec::CodecError;
-use tern_wire::frame::Welcome;
-use tern_wire::{Down, ErrorCode, Hello, Up, VERSION};
+use tern_wire::frame::{Opened, Welcome};
+use tern_wire::{Down, ErrorCode, Hello, Open, Up, VERSION};
 
-use super::{Action, ConnId, Hub, Millis};
+use super::{Action, ConnId, Hub, Millis, Parked};
 use crate::auth::verify_token;
-use crate::store::{Store, StoreError};
+use crate::store::{DeviceRecord, Store, StoreError, UserRecord};
+use tern_wire::limits::MSG_ID_MAX;
 
 /// The state of one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnState {
-    /// Connected; the first frame must be `Hello`.
+    /// Connected; the first frame must be `Hello` or `Open`.
     AwaitHello,
     /// Authenticated as a principal.
     Active(Session),
@@ -34,10 +45,58 @@ pub struct Session {
     pub user: String,
     /// Whether the principal has a presentity.
     pub presentity: bool,
+    /// The device; empty for a `Hello` session.
+    pub device: Vec<u8>,
+    /// Opened with `Open`: parked, not ended, when its link is lost.
+    pub resumable: bool,
+    /// Whether the session takes inbox items.
+    pub inbox: bool,
+    /// Highest inbox sequence number this device acknowledged.
+    pub(super) acked: u64,
     /// Highest inbox sequence number pushed to this session.
     pub(super) pushed: u64,
     /// Sequence numbers pushed and not yet acknowledged, oldest first.
     pub(super) in_flight: VecDeque<u64>,
+}
+
+/// What an opening frame asks for, whichever frame it was.
+struct Opening {
+    version: u16,
+    user: String,
+    token: String,
+    device: Vec<u8>,
+    inbox_seen: u64,
+    inbox: bool,
+    resumable: bool,
+}
+
+impl From<Hello> for Opening {
+    fn from(h: Hello) -> Self {
+        Self {
+            version: h.version,
+            user: h.user,
+            token: h.token,
+            device: Vec::new(),
+            inbox_seen: 0,
+            inbox: true,
+            resumable: false,
+        }
+    }
+}
+
+impl From<Open> for Opening {
+    fn from(o: Open) -> Self {
+        let inbox = o.takes_inbox();
+        Self {
+            version: o.version,
+            user: o.user,
+            token: o.token,
+            device: o.device,
+            inbox_seen: o.inbox_seen,
+            inbox,
+            resumable: true,
+        }
+    }
 }
 
 const BAD_LOGIN: &str = "unknown user or wrong token";
@@ -98,7 +157,11 @@ impl Hub {
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
         let result = match self.conns.remove(&conn) {
-            Some(ConnState::Active(session)) => self.depart(now, conn, &session.user, store),
+            Some(ConnState::Active(session)) if session.resumable => {
+                self.park(now, conn, &session);
+                Ok(())
+            }
+            Some(ConnState::Active(session)) => self.depart(now, conn, &session, store),
             _ => {
                 self.forget_departed(conn);
                 Ok(())
@@ -122,89 +185,254 @@ impl Hub {
             None | Some(ConnState::Closing) => return Ok(()),
             Some(ConnState::AwaitHello) => {
                 return match frame {
-                    Up::Hello(hello) => self.hello(now, conn, hello, store),
-                    _ => self.close(
-                        now,
-                        conn,
-                        ErrorCode::PROTOCOL,
-                        "Hello must come first",
-                        store,
-                    ),
+                    Up::Hello(hello) => self.open(now, conn, hello.into(), store),
+                    Up::Open(open) => {
+                        if open.device.is_empty() || open.device.len() > MSG_ID_MAX {
+                            let text = "a device id has 1 to 32 bytes";
+                            return self.close(now, conn, ErrorCode::MALFORMED, text, store);
+                        }
+                        self.open(now, conn, open.into(), store)
+                    }
+                    _ => {
+                        let text = "Hello or Open must come first";
+                        self.close(now, conn, ErrorCode::PROTOCOL, text, store)
+                    }
                 };
             }
             Some(ConnState::Active(session)) => session,
         };
         let user = session.user.clone();
         match frame {
-            Up::Hello(_) => self.close(
-                now,
-                conn,
-                ErrorCode::PROTOCOL,
-                "Hello was already sent",
-                store,
-            ),
+            Up::Hello(_) | Up::Open(_) => {
+                let text = "the session is already open";
+                self.close(now, conn, ErrorCode::PROTOCOL, text, store)
+            }
             Up::Publish { req, presence } => self.publish(now, conn, &user, req, presence, store),
             Up::Fetch { req, target } => self.fetch(conn, &user, req, &target, store),
             Up::Subscribe { req, target } => self.subscribe(conn, &user, req, &target, store),
             Up::Unsubscribe { req, target } => self.unsubscribe(conn, &user, req, &target, store),
             Up::Send { req, msg } => self.send_message(now, conn, &user, req, msg, store),
-            Up::Ack { upto } => self.ack(conn, &user, upto, store),
+            Up::Ack { upto } => self.ack(now, conn, upto, store),
             Up::Bye => self.close(now, conn, ErrorCode::GOODBYE, "goodbye", store),
         }
     }
 
-    fn hello(
+    fn open(
         &mut self,
         now: Millis,
         conn: ConnId,
-        hello: Hello,
+        opening: Opening,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
-        if hello.version != VERSION {
-            let text = "this gateway speaks tern version 1";
-            return self.close(now, conn, ErrorCode::UNSUPPORTED_VERSION, text, store);
-        }
-        let Ok(address) = Address::parse(&hello.user) else {
-            return self.close(
-                now,
-                conn,
-                ErrorCode::BAD_ADDRESS,
-                "user is not local@domain",
-                store,
-            );
+        let record = match self.authenticate(&opening, store)? {
+            Ok(record) => record,
+            Err((code, text)) => return self.close(now, conn, code, text, store),
         };
-        let record = match self.config.domain(address.domain()) {
-            Some(_) => store.user(address.as_str())?,
-            None => None,
-        };
-        let Some(record) = record.filter(|r| verify_token(&hello.token, &r.token_hash)) else {
-            return self.close(now, conn, ErrorCode::UNAUTHORIZED, BAD_LOGIN, store);
-        };
-        let user = address.into_string();
-        tracing::debug!(conn, %user, "session opened");
-        if self.sessions_of(&user) == 0 {
+        let user = record.address.clone();
+        tracing::debug!(conn, %user, resumable = opening.resumable, "session opening");
+        if self.sessions_of(&user) == 0 && !self.parked.contains_key(&user) {
             self.resync_principal(&user, store)?;
         }
+        let key = (user.clone(), opening.device.clone());
+        // What must be restated: None = every subscription (a fresh session).
+        let mut restate: Option<BTreeSet<String>> = None;
+        let mut resumed = false;
+        if opening.resumable {
+            if let Some(old) = self.live.get(&key).copied() {
+                // The same device again while its old connection looks alive: the old
+                // link is dead (the client knows first). Notifications sent on it may be
+                // lost, so everything is restated.
+                self.supersede(old);
+                resumed = true;
+            } else if let Some(parked) = self.unpark(&user, &opening.device) {
+                restate = Some(parked.dirty);
+                resumed = true;
+            }
+        }
+        let acked = if opening.inbox {
+            self.register_device(now, &user, &opening.device, opening.inbox_seen, store)?
+        } else {
+            0
+        };
         self.conns.insert(
             conn,
             ConnState::Active(Session {
                 user: user.clone(),
                 presentity: record.presentity,
-                pushed: 0,
+                device: opening.device.clone(),
+                resumable: opening.resumable,
+                inbox: opening.inbox,
+                acked,
+                pushed: acked,
                 in_flight: VecDeque::new(),
             }),
         );
+        if opening.resumable {
+            self.live.insert(key, conn);
+        }
         self.online.entry(user.clone()).or_default().push(conn);
-        let welcome = Welcome {
+        self.send(conn, self.opened_frame(now, &user, &opening, resumed));
+        match restate {
+            Some(changed) => {
+                for target in changed {
+                    let doc = self.current_doc(&target, store)?;
+                    self.send(conn, Down::Notify { doc });
+                }
+            }
+            None => self.send_subscribed_presence(conn, &user, store)?,
+        }
+        self.deliver_more(conn, store)
+    }
+
+    /// Checks the version, the address and the token of an opening frame.
+    fn authenticate(
+        &self,
+        opening: &Opening,
+        store: &dyn Store,
+    ) -> Result<Result<UserRecord, (ErrorCode, &'static str)>, StoreError> {
+        if opening.version != VERSION {
+            let text = "this gateway speaks tern version 1";
+            return Ok(Err((ErrorCode::UNSUPPORTED_VERSION, text)));
+        }
+        let Ok(address) = Address::parse(&opening.user) else {
+            return Ok(Err((ErrorCode::BAD_ADDRESS, "user is not local@domain")));
+        };
+        let record = match self.config.domain(address.domain()) {
+            Some(_) => store.user(address.as_str())?,
+            None => None,
+        };
+        Ok(record
+            .filter(|r| verify_token(&opening.token, &r.token_hash))
+            .ok_or((ErrorCode::UNAUTHORIZED, BAD_LOGIN)))
+    }
+
+    /// The device's acknowledged position, updated with what it says it has processed
+    /// (an acknowledgement lost with the link counts once it is said here).
+    fn register_device(
+        &mut self,
+        now: Millis,
+        user: &str,
+        device: &[u8],
+        inbox_seen: u64,
+        store: &mut dyn Store,
+    ) -> Result<u64, StoreError> {
+        let stored = store.device(user, device)?.map_or(0, |r| r.acked);
+        let seen = inbox_seen.min(store.inbox_last(user)?);
+        if seen > stored {
+            self.record_ack(now, user, device, seen, store)?;
+        } else {
+            let record = DeviceRecord {
+                acked: stored,
+                seen: now,
+            };
+            store.put_device(user, device, record)?;
+        }
+        Ok(stored.max(seen))
+    }
+
+    fn opened_frame(&self, now: Millis, user: &str, opening: &Opening, resumed: bool) -> Down {
+        if !opening.resumable {
+            return Down::Welcome(Welcome {
+                version: VERSION,
+                user: user.into(),
+                frame_max: self.config.frame_max,
+                body_max: self.config.body_max,
+                time: now,
+            });
+        }
+        let ms = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        Down::Opened(Opened {
             version: VERSION,
-            user: user.clone(),
+            user: user.into(),
             frame_max: self.config.frame_max,
             body_max: self.config.body_max,
             time: now,
-        };
-        self.send(conn, Down::Welcome(welcome));
-        self.send_subscribed_presence(conn, &user, store)?;
-        self.deliver_more(conn, store)
+            resumed,
+            resume_window: ms(self.config.resume_window_ms),
+            keepalive: ms(self.config.keepalive_hint_ms),
+        })
+    }
+
+    /// A newer connection of the same device takes the session over.
+    fn supersede(&mut self, old: ConnId) {
+        self.emit(Action::Close {
+            conn: old,
+            code: ErrorCode::SUPERSEDED,
+            text: "a newer connection of this device took over".into(),
+        });
+        if let Some(ConnState::Active(session)) = self.mark_closing(old) {
+            self.detach(old, &session);
+        }
+    }
+
+    /// Removes a connection from the indexes of live sessions.
+    fn detach(&mut self, conn: ConnId, session: &Session) {
+        let key = (session.user.clone(), session.device.clone());
+        if self.live.get(&key) == Some(&conn) {
+            self.live.remove(&key);
+        }
+        if let Some(conns) = self.online.get_mut(&session.user) {
+            conns.retain(|c| *c != conn);
+            if conns.is_empty() {
+                self.online.remove(&session.user);
+            }
+        }
+        self.forget_departed(conn);
+    }
+
+    /// The link of a device session was lost: keep the session for the window.
+    fn park(&mut self, now: Millis, conn: ConnId, session: &Session) {
+        self.detach(conn, session);
+        let until = now.saturating_add(self.config.resume_window_ms);
+        tracing::debug!(conn, user = %session.user, until, "session parked");
+        let previous = self.parked.entry(session.user.clone()).or_default().insert(
+            session.device.clone(),
+            Parked {
+                until,
+                dirty: BTreeSet::new(),
+            },
+        );
+        if let Some(previous) = previous {
+            self.expiries
+                .remove(&(previous.until, session.user.clone(), session.device.clone()));
+        }
+        self.expiries
+            .insert((until, session.user.clone(), session.device.clone()));
+    }
+
+    fn unpark(&mut self, user: &str, device: &[u8]) -> Option<Parked> {
+        let devices = self.parked.get_mut(user)?;
+        let parked = devices.remove(device)?;
+        if devices.is_empty() {
+            self.parked.remove(user);
+        }
+        self.expiries
+            .remove(&(parked.until, user.to_string(), device.to_vec()));
+        Some(parked)
+    }
+
+    /// Parked sessions whose window has passed end now.
+    pub(super) fn expire_parked(
+        &mut self,
+        now: Millis,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        while let Some((at, user, device)) = self.expiries.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop_first();
+            if self.unpark(&user, &device).is_some() {
+                tracing::debug!(%user, "parked session expired");
+                self.leave_if_gone(now, &user, store)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the principal is in contact: a live session or a parked one.
+    pub(super) fn in_contact(&self, user: &str) -> bool {
+        self.online.contains_key(user) || self.parked.contains_key(user)
     }
 
     /// Closes a connection with a reason; an active session departs at once.
@@ -222,7 +450,7 @@ impl Hub {
             text: text.into(),
         });
         if let Some(ConnState::Active(session)) = self.mark_closing(conn) {
-            self.depart(now, conn, &session.user, store)?;
+            self.depart(now, conn, &session, store)?;
         }
         Ok(())
     }
@@ -232,24 +460,29 @@ impl Hub {
         Some(std::mem::replace(state, ConnState::Closing))
     }
 
-    /// A session ends: its principal may go out of contact.
+    /// A session ends for good: its principal may go out of contact.
     fn depart(
         &mut self,
         now: Millis,
         conn: ConnId,
+        session: &Session,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        self.detach(conn, session);
+        self.leave_if_gone(now, &session.user, store)
+    }
+
+    /// If the principal has no session left, live or parked, it is out of contact.
+    fn leave_if_gone(
+        &mut self,
+        now: Millis,
         user: &str,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
-        self.forget_departed(conn);
-        let still_online = self.online.get_mut(user).is_some_and(|conns| {
-            conns.retain(|c| *c != conn);
-            !conns.is_empty()
-        });
-        if still_online {
+        if self.in_contact(user) {
             return Ok(());
         }
-        self.online.remove(user);
-        tracing::debug!(conn, %user, "out of contact");
+        tracing::debug!(%user, "out of contact");
         self.release_waiting_senders(user);
         self.mark_out_of_contact(now, user, store)
     }

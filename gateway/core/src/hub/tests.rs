@@ -417,7 +417,7 @@ fn unacknowledged_delivery_is_answered_stored_at_the_deadline_then_receipted_lat
     };
     let deadline = w.hub.poll_timeout().unwrap();
     w.now = deadline;
-    w.hub.handle_timeout(w.now);
+    w.hub.handle_timeout(w.now, &mut w.store).unwrap();
     assert_eq!(
         frames_to(&w.drain(), 1),
         vec![Down::Receipt {
@@ -812,7 +812,7 @@ fn ack_beyond_what_was_pushed_is_clamped() {
     w.login(2, "bob@example.com");
     w.frame(2, Up::Ack { upto: 1_000 });
     assert!(
-        w.store.inbox_contains("bob@example.com", 2).unwrap(),
+        w.store.inbox_after("bob@example.com", 1, 1).unwrap().len() == 1,
         "unseen items stay"
     );
 }
@@ -963,4 +963,400 @@ fn subscriptions_are_limited_per_principal() {
             ..
         }
     ));
+}
+
+// ---- Device sessions: parking, resumption, per-device delivery ----------------------
+
+fn open_frame(who: &str, device: u8, inbox_seen: u64, inbox: bool) -> Up {
+    Up::Open(tern_wire::Open {
+        version: VERSION,
+        user: who.into(),
+        token: format!("token-{who}"),
+        device: vec![device; 16],
+        inbox_seen,
+        flags: if inbox { tern_wire::Open::INBOX } else { 0 },
+    })
+}
+
+impl World {
+    fn open(&mut self, conn: ConnId, who: &str, device: u8, inbox_seen: u64) -> Vec<Action> {
+        self.hub.handle_connect(self.now, conn);
+        self.frame(conn, open_frame(who, device, inbox_seen, true))
+    }
+
+    fn tick(&mut self, ms: u64) -> Vec<Action> {
+        self.now += ms;
+        self.hub.handle_timeout(self.now, &mut self.store).unwrap();
+        self.drain()
+    }
+}
+
+fn opened(actions: &[Action], conn: ConnId) -> tern_wire::Opened {
+    match frames_to(actions, conn).first() {
+        Some(Down::Opened(o)) => o.clone(),
+        other => panic!("expected Opened, got {other:?} in {actions:?}"),
+    }
+}
+
+fn notified(actions: &[Action], conn: ConnId) -> Vec<PresenceDoc> {
+    frames_to(actions, conn)
+        .into_iter()
+        .filter_map(|f| match f {
+            Down::Notify { doc } => Some(doc),
+            _ => None,
+        })
+        .collect()
+}
+
+fn delivered_seqs(actions: &[Action], conn: ConnId) -> Vec<u64> {
+    frames_to(actions, conn)
+        .into_iter()
+        .filter_map(|f| match f {
+            Down::Deliver { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect()
+}
+
+use tern_wire::PresenceDoc;
+
+#[test]
+fn a_blip_shorter_than_the_window_shows_watchers_nothing() {
+    let mut w = World::new();
+    let first = w.open(1, "alice@example.com", 0xa1, 0);
+    assert!(!opened(&first, 1).resumed, "a new device starts fresh");
+    w.frame(
+        1,
+        Up::Publish {
+            req: 1,
+            presence: open("here"),
+        },
+    );
+    w.login(2, "bob@example.com");
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+
+    let lost = w.disconnect(1); // the link is gone, no goodbye
+    assert!(
+        notified(&lost, 2).is_empty(),
+        "no CLOSED while parked: {lost:?}"
+    );
+    assert_eq!(w.hub.parked_sessions_of("alice@example.com"), 1);
+    let quiet = w.tick(w.hub.config().resume_window_ms - 1);
+    assert!(notified(&quiet, 2).is_empty());
+
+    let back = w.open(3, "alice@example.com", 0xa1, 0);
+    assert!(opened(&back, 3).resumed);
+    assert!(
+        notified(&back, 2).is_empty(),
+        "no OPEN either: nothing flapped"
+    );
+    assert_eq!(w.hub.parked_sessions_of("alice@example.com"), 0);
+    assert!(w.tick(60_000).is_empty(), "no stale expiry fires later");
+}
+
+#[test]
+fn a_parked_session_past_its_window_goes_closed_for_watchers() {
+    let mut w = World::new();
+    w.open(1, "alice@example.com", 0xa1, 0);
+    w.frame(
+        1,
+        Up::Publish {
+            req: 1,
+            presence: open("here"),
+        },
+    );
+    w.login(2, "bob@example.com");
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+    w.disconnect(1);
+    assert_eq!(
+        w.hub.poll_timeout(),
+        Some(w.now + w.hub.config().resume_window_ms)
+    );
+    let expired = w.tick(w.hub.config().resume_window_ms);
+    let docs = notified(&expired, 2);
+    assert_eq!(docs.len(), 1);
+    assert!(!docs[0].presence.is_open());
+    // Coming back after the window is a fresh session.
+    let late = w.open(3, "alice@example.com", 0xa1, 0);
+    assert!(!opened(&late, 3).resumed);
+}
+
+#[test]
+fn a_resumed_watcher_gets_the_latest_state_of_what_changed_and_nothing_else() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.login(3, "carol@other.org");
+    w.frame(
+        3,
+        Up::Publish {
+            req: 1,
+            presence: open("carol"),
+        },
+    );
+    w.open(2, "bob@example.com", 0xb1, 0);
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 2,
+            target: "carol@other.org".into(),
+        },
+    );
+    w.disconnect(2);
+    for note in ["one", "two", "three"] {
+        w.frame(
+            1,
+            Up::Publish {
+                req: 9,
+                presence: open(note),
+            },
+        );
+    }
+    let back = w.open(4, "bob@example.com", 0xb1, 0);
+    assert!(opened(&back, 4).resumed);
+    let docs = notified(&back, 4);
+    assert_eq!(docs.len(), 1, "only alice changed, once: {docs:?}");
+    assert_eq!(docs[0].presence.tuples[0].note.as_deref(), Some("three"));
+}
+
+#[test]
+fn past_the_window_a_watcher_gets_a_full_sync() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.open(2, "bob@example.com", 0xb1, 0);
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 2,
+            target: "carol@other.org".into(),
+        },
+    );
+    w.disconnect(2);
+    w.tick(w.hub.config().resume_window_ms + 1);
+    let fresh = w.open(3, "bob@example.com", 0xb1, 0);
+    assert!(!opened(&fresh, 3).resumed);
+    assert_eq!(notified(&fresh, 3).len(), 2, "every subscription restated");
+}
+
+#[test]
+fn messages_are_received_once_across_a_resumption() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    let first = w.open(2, "bob@example.com", 0xb1, 0);
+    assert!(delivered_seqs(&first, 2).is_empty());
+    for i in 0..4u8 {
+        w.frame(
+            1,
+            Up::Send {
+                req: u32::from(i),
+                msg: msg(i, "bob@example.com", "m"),
+            },
+        );
+    }
+    w.frame(2, Up::Ack { upto: 2 }); // bob processed 1 and 2, acknowledged them
+    w.disconnect(2);
+    // bob processed 3 too, but that ack died with the link: it says so when it resumes.
+    let back = w.open(3, "bob@example.com", 0xb1, 3);
+    assert_eq!(
+        delivered_seqs(&back, 3),
+        vec![4],
+        "only what bob has not seen"
+    );
+}
+
+#[test]
+fn inbox_seen_in_open_counts_as_the_lost_acknowledgement() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.open(2, "bob@example.com", 0xb1, 0);
+    let sent = w.frame(
+        1,
+        Up::Send {
+            req: 7,
+            msg: msg(1, "bob@example.com", "m"),
+        },
+    );
+    assert_eq!(delivered_seqs(&sent, 2), vec![1]);
+    w.disconnect(2);
+    let back = w.open(3, "bob@example.com", 0xb1, 1);
+    assert!(delivered_seqs(&back, 3).is_empty());
+    assert_eq!(
+        frames_to(&back, 1),
+        vec![Down::Receipt {
+            req: 7,
+            status: ReceiptStatus::Delivered
+        }],
+        "the waiting sender hears it was delivered"
+    );
+    // A device cannot claim to have seen what was never sent.
+    w.disconnect(3);
+    let liar = w.open(4, "bob@example.com", 0xb1, 1_000);
+    assert!(opened(&liar, 4).resumed);
+    assert_eq!(
+        w.store
+            .device("bob@example.com", &[0xb1; 16])
+            .unwrap()
+            .unwrap()
+            .acked,
+        1
+    );
+}
+
+#[test]
+fn each_device_gets_every_message_once_and_the_first_ack_is_the_delivery() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.open(2, "bob@example.com", 0xb1, 0); // phone
+    w.open(3, "bob@example.com", 0xb2, 0); // laptop
+    let sent = w.frame(
+        1,
+        Up::Send {
+            req: 5,
+            msg: msg(1, "bob@example.com", "both"),
+        },
+    );
+    assert_eq!(delivered_seqs(&sent, 2), vec![1]);
+    assert_eq!(delivered_seqs(&sent, 3), vec![1]);
+    let phone_ack = w.frame(2, Up::Ack { upto: 1 });
+    assert_eq!(
+        frames_to(&phone_ack, 1),
+        vec![Down::Receipt {
+            req: 5,
+            status: ReceiptStatus::Delivered
+        }]
+    );
+    assert_eq!(
+        w.store.inbox_after("bob@example.com", 0, 10).unwrap().len(),
+        1,
+        "laptop lacks it"
+    );
+    let laptop_ack = w.frame(3, Up::Ack { upto: 1 });
+    assert!(frames_to(&laptop_ack, 1).is_empty(), "one receipt only");
+    assert!(
+        w.store
+            .inbox_after("bob@example.com", 0, 10)
+            .unwrap()
+            .is_empty()
+    );
+    // The laptop restarts as a fresh session: nothing comes twice.
+    w.disconnect(3);
+    w.tick(w.hub.config().resume_window_ms + 1);
+    assert!(delivered_seqs(&w.open(4, "bob@example.com", 0xb2, 0), 4).is_empty());
+}
+
+#[test]
+fn a_new_connection_of_a_live_device_supersedes_the_old_one() {
+    let mut w = World::new();
+    w.open(1, "alice@example.com", 0xa1, 0);
+    w.frame(
+        1,
+        Up::Publish {
+            req: 1,
+            presence: open("here"),
+        },
+    );
+    w.login(2, "bob@example.com");
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+    let again = w.open(3, "alice@example.com", 0xa1, 0);
+    assert_eq!(closed_with(&again, 1), Some(ErrorCode::SUPERSEDED));
+    assert!(opened(&again, 3).resumed);
+    assert!(notified(&again, 2).is_empty(), "no flap");
+    let gone = w.disconnect(1);
+    assert!(
+        notified(&gone, 2).is_empty(),
+        "the old connection's end changes nothing"
+    );
+    assert_eq!(w.hub.sessions_of("alice@example.com"), 1);
+}
+
+#[test]
+fn a_watch_only_session_is_sent_no_inbox_and_not_waited_for() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.hub.handle_connect(w.now, 2);
+    w.frame(2, open_frame("bob@example.com", 0xb1, 0, false));
+    let sent = w.frame(
+        1,
+        Up::Send {
+            req: 3,
+            msg: msg(1, "bob@example.com", "m"),
+        },
+    );
+    assert!(delivered_seqs(&sent, 2).is_empty());
+    assert_eq!(
+        frames_to(&sent, 1),
+        vec![Down::Receipt {
+            req: 3,
+            status: ReceiptStatus::Stored
+        }],
+        "answered at once, not after the delivery wait"
+    );
+}
+
+#[test]
+fn goodbye_from_a_device_session_ends_it_without_parking() {
+    let mut w = World::new();
+    w.open(1, "alice@example.com", 0xa1, 0);
+    w.frame(
+        1,
+        Up::Publish {
+            req: 1,
+            presence: open("here"),
+        },
+    );
+    w.login(2, "bob@example.com");
+    w.frame(
+        2,
+        Up::Subscribe {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+    let bye = w.frame(1, Up::Bye);
+    assert_eq!(notified(&bye, 2).len(), 1, "CLOSED at once");
+    w.disconnect(1);
+    assert_eq!(w.hub.parked_sessions_of("alice@example.com"), 0);
+}
+
+#[test]
+fn a_device_id_must_have_one_to_32_bytes() {
+    let mut w = World::new();
+    w.hub.handle_connect(w.now, 1);
+    let mut frame = open_frame("alice@example.com", 1, 0, true);
+    if let Up::Open(open) = &mut frame {
+        open.device.clear();
+    }
+    let actions = w.frame(1, frame);
+    assert_eq!(closed_with(&actions, 1), Some(ErrorCode::MALFORMED));
 }

@@ -225,7 +225,10 @@ impl HubThread {
             }
         }
         if self.hub.poll_timeout().is_some_and(|at| at <= now) {
-            self.hub.handle_timeout(now);
+            let hub = &mut self.hub;
+            if let Err(err) = tx.event(|s| hub.handle_timeout(now, s)) {
+                tracing::warn!(%err, "timeouts rolled back");
+            }
         }
         if shutdown {
             // Every session departs now, durably (presence goes CLOSED).

@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::DbError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Version 0 → 1: the first schema.
 ///
@@ -60,8 +60,21 @@ CREATE TABLE sent (
 CREATE INDEX sent_owner ON sent (owner);
 ";
 
+/// Version 1 → 2: devices and their delivery positions (resumable sessions). Each
+/// device that takes inbox items has the highest sequence number it acknowledged; an
+/// inbox item is removed once every device seen recently has it.
+const V2: &str = "
+CREATE TABLE devices (
+    owner  TEXT NOT NULL,
+    device BLOB NOT NULL,
+    acked  INTEGER NOT NULL,
+    seen   INTEGER NOT NULL,
+    PRIMARY KEY (owner, device)
+) STRICT, WITHOUT ROWID;
+";
+
 /// Every migration, in order; `MIGRATIONS.len()` is [`SCHEMA_VERSION`].
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version of an open database.
 pub(super) fn version(conn: &Connection) -> Result<u32, DbError> {

@@ -3,7 +3,7 @@
 //! back belong to the caller ([`super::SqliteStore`], [`super::Batch`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tern_gateway_core::{SentRecord, Store, StoreError, UserRecord};
+use tern_gateway_core::{DeviceRecord, SentRecord, Store, StoreError, UserRecord};
 use tern_wire::{InboxItem, PresenceDoc};
 
 /// A view of the database through the connection of an open transaction.
@@ -135,6 +135,7 @@ impl Store for Tx<'_> {
             "DELETE FROM subscriptions WHERE watcher = ?1 OR target = ?1",
             "DELETE FROM inbox WHERE owner = ?1",
             "DELETE FROM sent WHERE sender = ?1 OR owner = ?1",
+            "DELETE FROM devices WHERE owner = ?1",
         ] {
             c.prepare_cached(sql)
                 .and_then(|mut s| s.execute([address]))
@@ -297,40 +298,74 @@ impl Store for Tx<'_> {
             .collect()
     }
 
-    fn inbox_contains(&self, owner: &str, seq: u64) -> Result<bool, StoreError> {
-        let Ok(seq) = i64::try_from(seq) else {
-            return Ok(false);
-        };
-        self.conn
-            .prepare_cached("SELECT 1 FROM inbox WHERE owner = ?1 AND seq = ?2")
-            .and_then(|mut s| s.exists(params![owner, seq]))
-            .map_err(db_error)
+    fn inbox_last(&self, owner: &str) -> Result<u64, StoreError> {
+        let last: Option<u64> = self
+            .conn
+            .prepare_cached("SELECT last FROM inbox_seq WHERE owner = ?1")
+            .and_then(|mut s| s.query_row([owner], |row| row.get(0)).optional())
+            .map_err(db_error)?;
+        Ok(last.unwrap_or(0))
     }
 
-    fn inbox_ack(&mut self, owner: &str, upto: u64) -> Result<Vec<(u64, InboxItem)>, StoreError> {
+    fn inbox_remove(&mut self, owner: &str, upto: u64) -> Result<(), StoreError> {
         let upto = i64::try_from(upto).unwrap_or(i64::MAX);
-        let acked = {
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "SELECT seq, item FROM inbox WHERE owner = ?1 AND seq <= ?2 ORDER BY seq",
-                )
-                .map_err(db_error)?;
-            stmt.query_map(params![owner, upto], |row| {
-                Ok((row.get::<_, u64>(0)?, row.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(db_error)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db_error)?
-        };
         self.conn
             .prepare_cached("DELETE FROM inbox WHERE owner = ?1 AND seq <= ?2")
             .and_then(|mut s| s.execute(params![owner, upto]))
             .map_err(db_error)?;
-        acked
-            .into_iter()
-            .map(|(seq, blob)| Ok((seq, decode("inbox item", &blob)?)))
-            .collect()
+        Ok(())
+    }
+
+    fn device(&self, owner: &str, device: &[u8]) -> Result<Option<DeviceRecord>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT acked, seen FROM devices WHERE owner = ?1 AND device = ?2")
+            .and_then(|mut s| {
+                s.query_row(params![owner, device], |row| {
+                    Ok(DeviceRecord {
+                        acked: row.get(0)?,
+                        seen: row.get(1)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(db_error)
+    }
+
+    fn put_device(
+        &mut self,
+        owner: &str,
+        device: &[u8],
+        record: DeviceRecord,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO devices (owner, device, acked, seen) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (owner, device) DO UPDATE SET acked = ?3, seen = ?4",
+            )
+            .and_then(|mut s| s.execute(params![owner, device, record.acked, record.seen]))
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn devices(&self, owner: &str) -> Result<Vec<(Vec<u8>, DeviceRecord)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT device, acked, seen FROM devices WHERE owner = ?1 ORDER BY device",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([owner], |row| {
+                Ok((
+                    row.get(0)?,
+                    DeviceRecord {
+                        acked: row.get(1)?,
+                        seen: row.get(2)?,
+                    },
+                ))
+            })
+            .map_err(db_error)?;
+        rows.collect::<Result<_, _>>().map_err(db_error)
     }
 
     fn sent(&self, sender: &str, id: &[u8]) -> Result<Option<SentRecord>, StoreError> {
@@ -520,7 +555,7 @@ mod tests {
     }
 
     #[test]
-    fn inbox_push_after_contains_ack() {
+    fn inbox_push_after_last_remove() {
         let (_d, mut store) = open();
         store
             .write(|s| {
@@ -536,16 +571,44 @@ mod tests {
                 assert_eq!(page, vec![(2, message(2)), (3, message(3))]);
                 assert_eq!(s.inbox_after("alice@x", 5, 10)?, vec![]);
                 assert_eq!(s.inbox_after("alice@x", 0, usize::MAX)?.len(), 5);
-                assert!(s.inbox_contains("alice@x", 3)?);
-                assert!(!s.inbox_contains("alice@x", 6)?);
-                assert!(!s.inbox_contains("alice@x", u64::MAX)?);
-                let acked = s.inbox_ack("alice@x", 3)?;
-                assert_eq!(acked.iter().map(|(q, _)| *q).collect::<Vec<_>>(), [1, 2, 3]);
-                assert_eq!(acked[0].1, message(1));
-                assert!(!s.inbox_contains("alice@x", 3)?);
-                assert_eq!(s.inbox_ack("alice@x", 3)?, vec![], "ack is idempotent");
-                assert_eq!(s.inbox_ack("nobody@x", u64::MAX)?, vec![]);
+                assert_eq!(s.inbox_last("alice@x")?, 5);
+                assert_eq!(s.inbox_last("nobody@x")?, 0);
+                s.inbox_remove("alice@x", 3)?;
+                let left = s.inbox_after("alice@x", 0, 10)?;
+                assert_eq!(left.iter().map(|(q, _)| *q).collect::<Vec<_>>(), [4, 5]);
+                s.inbox_remove("alice@x", 3)?; // idempotent
+                s.inbox_remove("nobody@x", u64::MAX)?;
                 assert_eq!(s.inbox_after("alice@x", 0, 10)?.len(), 2);
+                assert_eq!(s.inbox_last("alice@x")?, 5, "removal keeps the counter");
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn devices_keep_their_positions() {
+        let (_d, mut store) = open();
+        store
+            .write(|s| {
+                assert_eq!(s.device("alice@x", b"phone")?, None);
+                s.put_device("alice@x", b"phone", DeviceRecord { acked: 3, seen: 10 })?;
+                s.put_device("alice@x", b"laptop", DeviceRecord { acked: 1, seen: 20 })?;
+                s.put_device("alice@x", b"phone", DeviceRecord { acked: 4, seen: 30 })?;
+                s.put_device("bob@x", b"phone", DeviceRecord { acked: 9, seen: 9 })?;
+                assert_eq!(
+                    s.device("alice@x", b"phone")?,
+                    Some(DeviceRecord { acked: 4, seen: 30 })
+                );
+                let all = s.devices("alice@x")?;
+                assert_eq!(all.len(), 2);
+                assert_eq!(
+                    all[0],
+                    (b"laptop".to_vec(), DeviceRecord { acked: 1, seen: 20 })
+                );
+                s.put_user(&user("alice@x", &[]))?;
+                s.remove_user("alice@x")?;
+                assert!(s.devices("alice@x")?.is_empty(), "removed with the user");
+                assert_eq!(s.devices("bob@x")?.len(), 1);
                 Ok(())
             })
             .unwrap();
@@ -558,7 +621,7 @@ mod tests {
             .write(|s| {
                 s.inbox_push("alice@x", &message(1))?;
                 s.inbox_push("alice@x", &message(2))?;
-                s.inbox_ack("alice@x", u64::MAX)?;
+                s.inbox_remove("alice@x", u64::MAX)?;
                 assert_eq!(s.inbox_push("alice@x", &message(3))?, 3);
                 Ok(())
             })
@@ -667,7 +730,7 @@ mod tests {
                     s.add_subscription("bob@x", "alice@x")?;
                     s.inbox_push("alice@x", &message(1))?;
                     s.inbox_push("alice@x", &message(2))?;
-                    s.inbox_ack("alice@x", 1)?;
+                    s.inbox_remove("alice@x", 1)?;
                     s.put_sent(
                         "bob@x",
                         b"m",

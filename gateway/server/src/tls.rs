@@ -20,6 +20,7 @@ use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ServerSessionMemoryCache;
 
 use crate::config::GatewayConfig;
 
@@ -151,7 +152,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// The rustls server configuration: TLS 1.3, `ring`, ALPN `tern/1`, no client auth.
+/// Resumption tickets remembered for 0-RTT: a few hundred bytes each, so about 20 MB
+/// at most; the oldest are forgotten first (their clients fall back to a full handshake).
+const TLS_SESSION_CACHE: usize = 65_536;
+
+/// The rustls server configuration: TLS 1.3, `ring`, ALPN `tern/1`, no client auth,
+/// 0-RTT on single-use stateful tickets.
 pub fn rustls_config(identity: &Identity) -> Result<rustls::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -159,6 +165,15 @@ pub fn rustls_config(identity: &Identity) -> Result<rustls::ServerConfig, TlsErr
         .with_no_client_auth()
         .with_single_cert(identity.certs.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![tern_wire::ALPN.to_vec()];
+    // 0-RTT: a returning client sends its opening frame and queued messages in its first
+    // flight. QUIC requires the maximum to be u32::MAX when early data is on at all.
+    // Two defences against replayed flights: rustls offers early data only on stateful
+    // tickets, each usable once (RFC 8446 8.1), so a replayed ClientHello finds its
+    // ticket gone; and the hub lets nothing but de-duplicated message storage happen
+    // before the handshake is confirmed (tern-gateway-core `Early`), which also covers
+    // replays this process cannot recognise (another node, a restart).
+    config.max_early_data_size = u32::MAX;
+    config.session_storage = ServerSessionMemoryCache::new(TLS_SESSION_CACHE);
     Ok(config)
 }
 
@@ -251,12 +266,20 @@ mod tests {
     }
 
     #[test]
-    fn server_config_builds_with_tls13_and_alpn() {
+    fn server_config_builds_with_tls13_alpn_and_early_data() {
         let dir = tempfile::tempdir().unwrap();
         let identity = load_or_generate(dir.path(), &["localhost"]).unwrap();
         let tls = rustls_config(&identity).unwrap();
         assert_eq!(tls.alpn_protocols, vec![b"tern/1".to_vec()]);
-        assert_eq!(tls.max_early_data_size, 0);
+        assert_eq!(
+            tls.max_early_data_size,
+            u32::MAX,
+            "0-RTT is on (QUIC wants MAX)"
+        );
+        assert!(
+            !tls.ticketer.enabled(),
+            "stateful single-use tickets, for anti-replay"
+        );
         server_config(&identity, &GatewayConfig::default()).unwrap();
     }
 }

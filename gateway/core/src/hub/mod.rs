@@ -29,7 +29,7 @@ use tern_wire::{Down, ErrorCode, PresenceDoc};
 use crate::config::HubConfig;
 use crate::store::{Store, StoreError};
 
-pub use session::ConnState;
+pub use session::{ConnState, Early};
 
 /// Identifies one client connection; chosen by the runtime, never reused while live.
 pub type ConnId = u64;
@@ -201,6 +201,11 @@ impl Hub {
     }
 
     fn send(&mut self, conn: ConnId, frame: Down) {
+        // Nothing leaves for a connection that may be a replay; it waits for confirmation.
+        if let Some(ConnState::Early(early)) = self.conns.get_mut(&conn) {
+            early.held.push(frame);
+            return;
+        }
         self.emit(Action::Send { conn, frame });
     }
 

@@ -30,6 +30,9 @@ use tern_wire::limits::MSG_ID_MAX;
 /// The state of one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnState {
+    /// The TLS handshake is not confirmed yet: what arrives may be a replayed 0-RTT
+    /// flight. See [`Early`].
+    Early(Early),
     /// Connected; the first frame must be `Hello` or `Open`.
     AwaitHello,
     /// Authenticated as a principal.
@@ -59,8 +62,30 @@ pub struct Session {
     pub(super) in_flight: VecDeque<u64>,
 }
 
+/// A connection whose handshake is not confirmed: its frames may be 0-RTT data that an
+/// attacker recorded and replays. Until confirmation the only effect allowed is storing
+/// messages, which is idempotent (each (sender, id) is accepted once); the opening frame
+/// is authenticated but does not take the device session over, and every other frame
+/// waits. Nothing is sent to the connection (only a refusal closes it). At confirmation
+/// the opening runs for real, the receipts of the early messages follow `Opened`, and
+/// the waiting frames are handled in order. A replayed flight is never confirmed: it
+/// stores nothing new, sends nothing, and changes no state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Early {
+    /// The authenticated opening frame, once it came.
+    pub(super) opening: Option<Opening>,
+    /// Frames waiting for confirmation.
+    pub(super) waiting: Vec<Up>,
+    /// Frames for the connection, sent after `Opened` at confirmation.
+    pub(super) held: Vec<Down>,
+}
+
+/// Most frames an unconfirmed connection may have waiting.
+const EARLY_FRAMES_MAX: usize = 64;
+
 /// What an opening frame asks for, whichever frame it was.
-struct Opening {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Opening {
     version: u16,
     user: String,
     token: String,
@@ -183,6 +208,7 @@ impl Hub {
     ) -> Result<(), StoreError> {
         let session = match self.conns.get(&conn) {
             None | Some(ConnState::Closing) => return Ok(()),
+            Some(ConnState::Early(_)) => return self.early_frame(now, conn, frame, store),
             Some(ConnState::AwaitHello) => {
                 return match frame {
                     Up::Hello(hello) => self.open(now, conn, hello.into(), store),
@@ -214,6 +240,112 @@ impl Hub {
             Up::Send { req, msg } => self.send_message(now, conn, &user, req, msg, store),
             Up::Ack { upto } => self.ack(now, conn, upto, store),
             Up::Bye => self.close(now, conn, ErrorCode::GOODBYE, "goodbye", store),
+        }
+    }
+
+    /// A connection that may carry 0-RTT data: its frames count only once confirmed.
+    pub fn handle_early_connect(&mut self, _now: Millis, conn: ConnId) {
+        self.conns.insert(conn, ConnState::Early(Early::default()));
+    }
+
+    /// The handshake of a connection is confirmed: it is not a replay.
+    pub fn handle_confirmed(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let result = self.confirm(now, conn, store);
+        if result.is_err() {
+            self.staged.clear();
+            let _ = self.close(now, conn, ErrorCode::INTERNAL, "storage failed", store);
+        }
+        self.publish_staged();
+        result
+    }
+
+    fn confirm(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let Some(ConnState::Early(early)) = self.conns.get(&conn).cloned() else {
+            return Ok(());
+        };
+        self.conns.insert(conn, ConnState::AwaitHello);
+        if let Some(opening) = early.opening {
+            self.open(now, conn, opening, store)?;
+        }
+        for frame in early.held {
+            self.send(conn, frame);
+        }
+        for frame in early.waiting {
+            self.dispatch(now, conn, frame, store)?;
+        }
+        Ok(())
+    }
+
+    /// A frame before confirmation (see [`Early`]).
+    fn early_frame(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        frame: Up,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let Some(ConnState::Early(early)) = self.conns.get(&conn) else {
+            return Ok(());
+        };
+        let opened = early.opening.as_ref().map(|o| o.user.clone());
+        let waiting = early.waiting.len();
+        match (frame, opened) {
+            (Up::Hello(hello), None) => self.early_opening(now, conn, hello.into(), store),
+            (Up::Open(open), None) => {
+                if open.device.is_empty() || open.device.len() > MSG_ID_MAX {
+                    let text = "a device id has 1 to 32 bytes";
+                    return self.close(now, conn, ErrorCode::MALFORMED, text, store);
+                }
+                self.early_opening(now, conn, open.into(), store)
+            }
+            (Up::Send { req, msg }, Some(user)) => {
+                self.send_message(now, conn, &user, req, msg, store)
+            }
+            (_, None) => {
+                let text = "Hello or Open must come first";
+                self.close(now, conn, ErrorCode::PROTOCOL, text, store)
+            }
+            (_, Some(_)) if waiting >= EARLY_FRAMES_MAX => {
+                let text = "too many frames before the handshake completed";
+                self.close(now, conn, ErrorCode::TOO_LARGE, text, store)
+            }
+            (frame, Some(_)) => {
+                if let Some(ConnState::Early(early)) = self.conns.get_mut(&conn) {
+                    early.waiting.push(frame);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Authenticates an opening frame that came before confirmation; its effects wait.
+    fn early_opening(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        mut opening: Opening,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        match self.authenticate(&opening, store)? {
+            Ok(record) => {
+                // The normalised address, as `open` will use it.
+                opening.user = record.address;
+                if let Some(ConnState::Early(early)) = self.conns.get_mut(&conn) {
+                    early.opening = Some(opening);
+                }
+                Ok(())
+            }
+            Err((code, text)) => self.close(now, conn, code, text, store),
         }
     }
 

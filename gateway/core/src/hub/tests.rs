@@ -1360,3 +1360,178 @@ fn a_device_id_must_have_one_to_32_bytes() {
     let actions = w.frame(1, frame);
     assert_eq!(closed_with(&actions, 1), Some(ErrorCode::MALFORMED));
 }
+
+// ---- 0-RTT: connections whose handshake is not confirmed -----------------------------
+
+impl World {
+    /// A connection whose first flight (0-RTT data) carries `frames`.
+    fn early(&mut self, conn: ConnId, frames: Vec<Up>) -> Vec<Action> {
+        self.hub.handle_early_connect(self.now, conn);
+        let mut actions = Vec::new();
+        for frame in frames {
+            actions.extend(self.frame(conn, frame));
+        }
+        actions
+    }
+
+    fn confirm(&mut self, conn: ConnId) -> Vec<Action> {
+        self.hub
+            .handle_confirmed(self.now, conn, &mut self.store)
+            .unwrap();
+        self.drain()
+    }
+}
+
+fn first_flight() -> Vec<Up> {
+    vec![
+        open_frame("alice@example.com", 0xa1, 0, true),
+        Up::Send {
+            req: 1,
+            msg: msg(1, "bob@example.com", "sent in 0-RTT"),
+        },
+        Up::Publish {
+            req: 2,
+            presence: open("on the train"),
+        },
+    ]
+}
+
+#[test]
+fn early_messages_are_stored_at_once_and_answered_after_confirmation() {
+    let mut w = World::new();
+    w.open(9, "bob@example.com", 0xb1, 0);
+    let early = w.early(1, first_flight());
+    assert!(
+        frames_to(&early, 1).is_empty(),
+        "nothing is sent before confirmation"
+    );
+    assert_eq!(
+        delivered_seqs(&early, 9),
+        vec![1],
+        "the message reached bob at once"
+    );
+    w.frame(9, Up::Ack { upto: 1 });
+    assert!(
+        w.store.presence("alice@example.com").unwrap().is_none(),
+        "publish waits"
+    );
+
+    let confirmed = w.confirm(1);
+    let frames = frames_to(&confirmed, 1);
+    assert!(
+        matches!(frames[0], Down::Opened(_)),
+        "Opened first: {frames:?}"
+    );
+    assert!(frames.contains(&Down::Receipt {
+        req: 1,
+        status: ReceiptStatus::Delivered
+    }));
+    assert!(
+        frames.contains(&Down::Ok { req: 2 }),
+        "the waiting publish ran"
+    );
+    assert!(
+        w.store
+            .presence("alice@example.com")
+            .unwrap()
+            .unwrap()
+            .presence
+            .is_open()
+    );
+}
+
+#[test]
+fn a_replayed_first_flight_delivers_nothing_twice_and_changes_nothing() {
+    let mut w = World::new();
+    w.open(9, "bob@example.com", 0xb1, 0);
+    w.frame(
+        9,
+        Up::Subscribe {
+            req: 1,
+            target: "alice@example.com".into(),
+        },
+    );
+    w.early(1, first_flight());
+    w.confirm(1);
+    w.frame(9, Up::Ack { upto: 1 });
+    w.frame(
+        1,
+        Up::Publish {
+            req: 3,
+            presence: open("later state"),
+        },
+    );
+    let inbox_before = w.store.inbox_last("bob@example.com").unwrap();
+    let presence_before = w.store.presence("alice@example.com").unwrap();
+
+    // An attacker replays the recorded flight on a new connection; it never confirms.
+    let replay = w.early(2, first_flight());
+    let gone = w.disconnect(2);
+    for actions in [&replay, &gone] {
+        assert!(
+            frames_to(actions, 2).is_empty(),
+            "nothing answered to the replay"
+        );
+        assert!(
+            frames_to(actions, 9).is_empty(),
+            "bob sees nothing: {actions:?}"
+        );
+        assert!(
+            closed_with(actions, 1).is_none(),
+            "alice's session is not taken over"
+        );
+    }
+    assert_eq!(w.store.inbox_last("bob@example.com").unwrap(), inbox_before);
+    assert_eq!(
+        w.store.presence("alice@example.com").unwrap(),
+        presence_before
+    );
+    assert_eq!(w.hub.sessions_of("alice@example.com"), 1);
+    assert_eq!(w.hub.parked_sessions_of("alice@example.com"), 0);
+}
+
+#[test]
+fn early_frames_need_an_opening_and_are_bounded() {
+    let mut w = World::new();
+    let no_open = w.early(
+        1,
+        vec![Up::Send {
+            req: 1,
+            msg: msg(1, "bob@example.com", "x"),
+        }],
+    );
+    assert_eq!(closed_with(&no_open, 1), Some(ErrorCode::PROTOCOL));
+    let mut flood = vec![open_frame("alice@example.com", 0xa1, 0, true)];
+    flood.extend((0..100).map(|i| Up::Fetch {
+        req: i,
+        target: "bob@example.com".into(),
+    }));
+    let flooded = w.early(2, flood);
+    assert_eq!(closed_with(&flooded, 2), Some(ErrorCode::TOO_LARGE));
+    let bad_token = w.early(
+        3,
+        vec![Up::Open(tern_wire::Open {
+            version: VERSION,
+            user: "alice@example.com".into(),
+            token: "wrong".into(),
+            device: vec![1; 16],
+            inbox_seen: 0,
+            flags: 0,
+        })],
+    );
+    assert_eq!(closed_with(&bad_token, 3), Some(ErrorCode::UNAUTHORIZED));
+}
+
+#[test]
+fn a_plain_hello_connection_confirmed_before_its_first_frame_works_as_before() {
+    let mut w = World::new();
+    w.hub.handle_early_connect(w.now, 1);
+    assert!(w.confirm(1).is_empty());
+    let hello = Hello {
+        version: VERSION,
+        user: "alice@example.com".into(),
+        token: "token-alice@example.com".into(),
+    };
+    let actions = w.frame(1, Up::Hello(hello));
+    assert!(matches!(frames_to(&actions, 1)[0], Down::Welcome(_)));
+}

@@ -58,13 +58,18 @@ pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>, id: Co
 }
 
 async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, id: ConnId) {
-    let connection = match incoming.accept() {
-        Ok(connecting) => match connecting.await {
-            Ok(connection) => connection,
-            Err(err) => {
-                tracing::debug!(%err, "handshake failed");
-                return;
-            }
+    // `into_0rtt` lets the session start on a client's 0-RTT data, before the handshake
+    // is confirmed; `confirmed` completes when it is (never, for a replayed flight).
+    let (connection, confirmed) = match incoming.accept() {
+        Ok(connecting) => match connecting.into_0rtt() {
+            Ok((connection, accepted)) => (connection, Confirmation::Pending(accepted)),
+            Err(connecting) => match connecting.await {
+                Ok(connection) => (connection, Confirmation::Done),
+                Err(err) => {
+                    tracing::debug!(%err, "handshake failed");
+                    return;
+                }
+            },
         },
         Err(err) => {
             tracing::debug!(%err, "refused");
@@ -78,6 +83,7 @@ async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, id: ConnId) {
     let session = tokio::spawn(
         session(
             connection.clone(),
+            confirmed,
             Arc::clone(&shared),
             id,
             Arc::clone(&connected),
@@ -103,8 +109,33 @@ async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, id: ConnId) {
     tracing::debug!(%reason, "disconnected");
 }
 
+/// Whether a connection's handshake is confirmed.
+enum Confirmation {
+    /// Confirmed (or the connection never offered 0-RTT).
+    Done,
+    /// Completes when the handshake is confirmed.
+    Pending(quinn::ZeroRttAccepted),
+}
+
+impl Confirmation {
+    /// Whether it is confirmed by now, without waiting.
+    async fn settled(&mut self) -> bool {
+        match self {
+            Self::Done => true,
+            Self::Pending(accepted) => {
+                let now = tokio::time::timeout(Duration::ZERO, accepted).await.is_ok();
+                if now {
+                    *self = Self::Done;
+                }
+                now
+            }
+        }
+    }
+}
+
 async fn session(
     connection: quinn::Connection,
+    mut confirmation: Confirmation,
     shared: Arc<Shared>,
     id: ConnId,
     connected: Arc<AtomicBool>,
@@ -127,9 +158,14 @@ async fn session(
     };
     let (out, out_rx) = flume::bounded(shared.outbound_queue);
     let peer = Peer::new(out.clone(), connection.clone());
+    let confirmed = confirmation.settled().await;
     if shared
         .events
-        .send_async(Event::Connect { conn: id, peer })
+        .send_async(Event::Connect {
+            conn: id,
+            peer,
+            confirmed,
+        })
         .await
         .is_err()
     {
@@ -141,6 +177,19 @@ async fn session(
         return;
     }
     connected.store(true, Ordering::Release);
+    if let Confirmation::Pending(accepted) = confirmation {
+        let events = shared.events.clone();
+        tokio::spawn(
+            async move {
+                // Resolves when the handshake completes; a replayed flight never does,
+                // and its connection ends by the idle timeout.
+                accepted.await;
+                tracing::debug!("handshake confirmed");
+                let _ = events.send_async(Event::Confirmed { conn: id }).await;
+            }
+            .in_current_span(),
+        );
+    }
     let reader = async {
         let end = read_frames(recv, &shared, id, hello_deadline).await;
         after_reading(end, &connection, &out).await;

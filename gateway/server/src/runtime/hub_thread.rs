@@ -48,7 +48,12 @@ pub(crate) enum Event {
         conn: ConnId,
         /// How to reach it.
         peer: Peer,
+        /// Whether its handshake was already confirmed; if not, what it sends may be
+        /// replayed 0-RTT data until [`Event::Confirmed`].
+        confirmed: bool,
     },
+    /// The handshake of a connection that connected unconfirmed is now confirmed.
+    Confirmed { conn: ConnId },
     /// A decoded frame.
     Frame { conn: ConnId, frame: Up },
     /// Bytes that did not decode; the reader has stopped.
@@ -180,9 +185,17 @@ impl HubThread {
         let mut rest = Vec::with_capacity(batch.len());
         for event in batch.drain(..) {
             match event {
-                Event::Connect { conn, peer } => {
+                Event::Connect {
+                    conn,
+                    peer,
+                    confirmed,
+                } => {
                     self.peers.insert(conn, peer);
-                    self.hub.handle_connect(now, conn);
+                    if confirmed {
+                        self.hub.handle_connect(now, conn);
+                    } else {
+                        self.hub.handle_early_connect(now, conn);
+                    }
                 }
                 other => rest.push(other),
             }
@@ -198,6 +211,13 @@ impl HubThread {
                     }
                     let hub = &mut self.hub;
                     (conn, tx.event(|s| hub.handle_frame(now, conn, frame, s)))
+                }
+                Event::Confirmed { conn } => {
+                    if self.peers.get(&conn).is_none_or(|p| p.orphan) {
+                        continue;
+                    }
+                    let hub = &mut self.hub;
+                    (conn, tx.event(|s| hub.handle_confirmed(now, conn, s)))
                 }
                 Event::BadFrame { conn, err } => {
                     if self.peers.get(&conn).is_some_and(|p| !p.orphan) {

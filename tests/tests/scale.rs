@@ -65,7 +65,9 @@ async fn hundreds_of_subscribers_of_one_presentity_are_all_notified() {
             .expect("subscribed");
         watchers.push(client);
     }
-    star.publish(open_presence("on stage")).await.expect("published");
+    star.publish(open_presence("on stage"))
+        .await
+        .expect("published");
     let mut waiting = JoinSet::new();
     for client in watchers {
         waiting.spawn(async move {

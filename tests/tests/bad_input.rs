@@ -249,6 +249,21 @@ async fn a_client_that_stops_reading_is_closed_too_slow_and_loses_nothing() {
         };
         alice.publish(presence).await.unwrap();
     }
+    // Presence alone does not close it: a presentity's queued notification is refreshed
+    // in place, so 400 changes cost the gateway one queued frame.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(slow.conn.close_reason().is_none(), "closed for presence alone");
+    // Answers are not coalesced: requests whose answers it does not read overflow its
+    // queue (80 frames).
+    for req in 2..=300 {
+        let fetch = codec::encode(&Up::Fetch {
+            req,
+            target: "alice@example.com".into(),
+        });
+        if slow.send.write_all(&fetch).await.is_err() {
+            break; // already closed
+        }
+    }
     let closed = tokio::time::timeout(Duration::from_secs(10), slow.conn.closed())
         .await
         .expect("the stalled connection is closed");

@@ -107,12 +107,20 @@ pub struct Limits {
     /// Most presentities one principal may subscribe to. Default 500: RFC 2779 2.2.4
     /// asks for hundreds, and every subscription costs a notification at each login.
     pub max_subscriptions: usize,
-    /// Frames queued for one connection's writer. A connection whose queue is full is
-    /// closed with `too_slow`: it is not reading, and holding more for it would let one
-    /// stalled phone grow the gateway's memory. Nothing is lost: messages stay in the
-    /// inbox until acknowledged and are delivered again after reconnecting. Default
-    /// 1024; it must hold a login's burst: `inbox_window` + `max_subscriptions` + 64.
+    /// Frames queued for one connection's writer, besides presence notifications. A
+    /// connection whose queue is full is closed with `too_slow`: it is not reading, and
+    /// holding more for it would let one stalled phone grow the gateway's memory. Nothing
+    /// is lost: messages stay in the inbox until acknowledged and are delivered again
+    /// after reconnecting. Presence notifications do not count: a connection keeps at
+    /// most the newest unwritten one per watched presentity, so a slow link misses
+    /// intermediate states instead of being closed. Default 1024; it must hold a login's
+    /// burst: `inbox_window` + `max_subscriptions` + 64.
     pub outbound_queue: usize,
+    /// Encoded bytes of the frames counted by `outbound_queue` that one connection may
+    /// have queued; over it, the connection is closed with `too_slow` too. Default 8 MiB;
+    /// it must hold a full delivery window of the largest messages and one largest frame:
+    /// `inbox_window` × (`body_max` + 2048) + `frame_max`.
+    pub outbound_bytes: usize,
 }
 
 /// Timers, in milliseconds.
@@ -189,6 +197,9 @@ impl Default for GatewayConfig {
 const SEND_OVERHEAD_MAX: u64 = 1024;
 /// Frames a login may queue besides the delivery window and the subscriptions.
 const LOGIN_MARGIN: u64 = 64;
+/// Room a `Deliver` frame needs besides its body: tags, sequence number, times, a 32-byte
+/// message id, three addresses and a content type, with their length prefixes.
+const DELIVER_OVERHEAD_MAX: u64 = 2048;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -198,6 +209,7 @@ impl Default for Limits {
             inbox_window: HubConfig::default().inbox_window,
             max_subscriptions: HubConfig::default().max_subscriptions,
             outbound_queue: 1024,
+            outbound_bytes: 8 << 20,
         }
     }
 }
@@ -316,6 +328,17 @@ impl GatewayConfig {
                 "limits.outbound_queue must be at least inbox_window + max_subscriptions + {LOGIN_MARGIN} ({login_burst})"
             ));
         }
+        // A full window of the largest messages is in the queue at once at login; one
+        // more largest frame must fit beside it.
+        let window_bytes = l
+            .inbox_window
+            .saturating_mul(u64::from(l.body_max) + DELIVER_OVERHEAD_MAX)
+            .saturating_add(u64::from(l.frame_max));
+        if (l.outbound_bytes as u64) < window_bytes {
+            return invalid(format!(
+                "limits.outbound_bytes must be at least inbox_window * (body_max + {DELIVER_OVERHEAD_MAX}) + frame_max ({window_bytes})"
+            ));
+        }
         let t = &self.timeouts;
         // QUIC encodes the idle timeout as a varint of milliseconds (< 2^62).
         if t.idle_timeout_ms == 0 || t.idle_timeout_ms >= 1 << 62 {
@@ -326,6 +349,13 @@ impl GatewayConfig {
         {
             return invalid(
                 "timeouts.keepalive_ms must be above 0 and below idle_timeout_ms".into(),
+            );
+        }
+        // Clients follow the suggestion; a keep-alive as long as the idle timeout would
+        // let every quiet connection die.
+        if t.client_keepalive_ms == 0 || t.client_keepalive_ms >= t.idle_timeout_ms {
+            return invalid(
+                "timeouts.client_keepalive_ms must be above 0 and below idle_timeout_ms".into(),
             );
         }
         if t.hello_timeout_ms == 0 || t.delivery_wait_ms == 0 {
@@ -450,6 +480,14 @@ mod tests {
             small_queue.validate().is_err(),
             "login burst must fit the queue"
         );
+        let mut few_bytes = GatewayConfig::default();
+        few_bytes.limits.outbound_bytes = 4 << 20;
+        assert!(
+            few_bytes.validate().is_err(),
+            "a window of the largest messages must fit the queue's bytes"
+        );
+        few_bytes.limits.body_max = 8 * 1024;
+        few_bytes.validate().unwrap();
     }
 
     #[test]

@@ -305,6 +305,211 @@ async fn a_client_that_does_not_read_is_closed_too_slow() -> Result<()> {
     Ok(())
 }
 
+/// Alice's presence with this note.
+fn noted(note: String) -> Presence {
+    let mut presence = online();
+    presence.tuples[0].note = Some(note);
+    presence
+}
+
+/// Publishes `count` changes whose notes start with their number and are padded to
+/// `note_len` bytes, pipelined in batches (smaller than any test's outbound queue)
+/// whose `Ok`s are read before the next batch.
+async fn publish_changes(raw: &mut Raw, count: u32, note_len: usize) -> Result<()> {
+    const BATCH: u32 = 50;
+    for first in (0..count).step_by(BATCH as usize) {
+        let last = (first + BATCH).min(count);
+        for i in first..last {
+            let note = format!("{i:<note_len$}");
+            raw.send(&Up::Publish {
+                req: i + 1,
+                presence: noted(note),
+            })
+            .await?;
+        }
+        for i in first..last {
+            match raw.next().await? {
+                Some(Down::Ok { req }) if req == i + 1 => {}
+                other => bail!("expected Ok {}, got {other:?}", i + 1),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The change number a document's note carries.
+fn change_of(doc: &tern_wire::PresenceDoc) -> Option<u32> {
+    doc.presence
+        .tuples
+        .first()?
+        .note
+        .as_deref()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A receive window of `stream` bytes for the session stream.
+fn small_windows(stream: u32) -> quinn::TransportConfig {
+    let mut small = quinn::TransportConfig::default();
+    small
+        .stream_receive_window(quinn::VarInt::from_u32(stream))
+        .receive_window(quinn::VarInt::from_u32(4 * stream));
+    small
+}
+
+#[tokio::test]
+async fn a_slow_reader_is_not_closed_and_reads_the_newest_presence_last() -> Result<()> {
+    const CHANGES: u32 = 2_000;
+    let fx = start().await?;
+    // Bob's link is narrow (2 KiB of stream window) and he reads it slowly.
+    let mut bob = Raw::open_with(&fx.gateway, small_windows(2048)).await?;
+    bob.hello("bob@localhost", &fx.bob).await?;
+    bob.expect_welcome().await?;
+    bob.send(&Up::Subscribe {
+        req: 1,
+        target: "alice@localhost".into(),
+    })
+    .await?;
+    match bob.next().await? {
+        Some(Down::Presence { req: 1, .. }) => {}
+        other => bail!("expected Presence, got {other:?}"),
+    }
+    let mut alice = Raw::open(&fx.gateway).await?;
+    alice.hello("alice@localhost", &fx.alice).await?;
+    alice.expect_welcome().await?;
+    let publisher = tokio::spawn(async move {
+        publish_changes(&mut alice, CHANGES, 200).await?;
+        anyhow::Ok(alice)
+    });
+    // About 8 KiB/s: far slower than Alice changes.
+    let mut notifies = 0;
+    let mut last = None;
+    let mut chunk = [0u8; 256];
+    loop {
+        while let Some(frame) = bob.frames.next_frame::<Down>()? {
+            let Down::Notify { doc } = frame else {
+                bail!("expected Notify, got {frame:?}");
+            };
+            let change = change_of(&doc).context("a change without its number")?;
+            assert!(last < Some(change), "{change} after {last:?}");
+            last = Some(change);
+            notifies += 1;
+        }
+        if last == Some(CHANGES - 1) {
+            break;
+        }
+        let read = tokio::time::timeout(WAIT, bob.recv.read(&mut chunk))
+            .await
+            .context("no notification in time")??
+            .context("the stream ended")?;
+        bob.frames.extend(&chunk[..read]);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut alice = publisher.await??;
+    assert!(
+        notifies < 500,
+        "{notifies} notifications for {CHANGES} changes"
+    );
+    // Nothing more is pending, and Bob's session is well.
+    assert!(
+        bob.conn.close_reason().is_none(),
+        "the slow reader was closed"
+    );
+    bob.send(&Up::Fetch {
+        req: 2,
+        target: "alice@localhost".into(),
+    })
+    .await?;
+    match bob.next().await? {
+        Some(Down::Presence { req: 2, doc }) => assert_eq!(change_of(&doc), Some(CHANGES - 1)),
+        other => bail!("expected Presence, got {other:?}"),
+    }
+    alice.send(&Up::Bye).await?;
+    bob.send(&Up::Bye).await?;
+    assert_eq!(bob.expect_close().await?.0, ErrorCode::GOODBYE);
+    fx.gateway.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_outlasts_presence_but_not_its_own_requests() -> Result<()> {
+    let fx = start_with(|c| {
+        c.limits.inbox_window = 8;
+        c.limits.max_subscriptions = 8;
+        c.limits.outbound_queue = 80;
+    })
+    .await?;
+    let mut bob = Raw::open_with(&fx.gateway, small_windows(1024)).await?;
+    bob.hello("bob@localhost", &fx.bob).await?;
+    bob.expect_welcome().await?;
+    bob.send(&Up::Subscribe {
+        req: 1,
+        target: "alice@localhost".into(),
+    })
+    .await?;
+    assert!(matches!(bob.next().await?, Some(Down::Presence { .. })));
+    // From now on Bob reads nothing. Presence changes, whatever their number, cost the
+    // gateway one queued notification: Bob stays connected.
+    let mut alice = Raw::open(&fx.gateway).await?;
+    alice.hello("alice@localhost", &fx.alice).await?;
+    alice.expect_welcome().await?;
+    publish_changes(&mut alice, 400, 900).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        bob.conn.close_reason().is_none(),
+        "closed for presence alone"
+    );
+    // Answers cannot be coalesced: asking without reading overflows the queue.
+    for req in 2..=300 {
+        let fetch = Up::Fetch {
+            req,
+            target: "alice@localhost".into(),
+        };
+        if bob.send(&fetch).await.is_err() {
+            break; // already closed
+        }
+    }
+    assert_eq!(bob.closed_code().await?, u64::from(ErrorCode::TOO_SLOW.0));
+    // Nothing is lost: a message sent meanwhile waits in Bob's inbox.
+    alice
+        .send(&Up::Send {
+            req: 1,
+            msg: tern_wire::Message {
+                id: vec![7; 16],
+                to: "bob@localhost".into(),
+                reply_to: None,
+                content_type: None,
+                body: b"later".to_vec(),
+            },
+        })
+        .await?;
+    match alice.next().await? {
+        Some(Down::Receipt { req: 1, status }) => {
+            assert_eq!(status, tern_wire::ReceiptStatus::Stored)
+        }
+        other => bail!("expected Receipt, got {other:?}"),
+    }
+    let mut again = Raw::open(&fx.gateway).await?;
+    again.hello("bob@localhost", &fx.bob).await?;
+    again.expect_welcome().await?;
+    loop {
+        match again.next().await? {
+            Some(Down::Deliver { item, .. }) => {
+                let tern_wire::InboxItem::Message(message) = item else {
+                    bail!("expected a message, got {item:?}");
+                };
+                assert_eq!(message.body, b"later");
+                break;
+            }
+            Some(Down::Notify { .. }) => {}
+            other => bail!("expected Deliver, got {other:?}"),
+        }
+    }
+    fx.gateway.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_storage_failure_fails_one_request_not_the_gateway() -> Result<()> {
     let fx = start().await?;

@@ -70,8 +70,6 @@ struct Pending {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Parked {
     until: Millis,
-    /// Watched presentities that changed meanwhile: restated on resumption.
-    dirty: BTreeSet<String>,
 }
 
 /// The gateway's state machine. See the module documentation for the calling order.

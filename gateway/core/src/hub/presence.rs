@@ -199,15 +199,6 @@ impl Hub {
             for conn in conns {
                 self.send(conn, Down::Notify { doc: doc.clone() });
             }
-            // A parked session hears of it when it resumes: the latest state, once.
-            for parked in self
-                .parked
-                .get_mut(&watcher)
-                .into_iter()
-                .flat_map(|d| d.values_mut())
-            {
-                parked.dirty.insert(doc.presentity.clone());
-            }
         }
         self.docs.insert(doc.presentity.clone(), doc);
     }

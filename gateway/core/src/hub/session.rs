@@ -8,14 +8,14 @@
 //! connection with `protocol`; frames on a closing connection are ignored.
 //!
 //! Device sessions (opened with `Open`): when the link is lost without a goodbye, the
-//! session is *parked* for `resume_window_ms`: the presentity stays in contact, and the
-//! presentities it watches that change meanwhile are remembered. An `Open` of the same
-//! device within the window resumes it (only what changed is restated); a newer
+//! session is *parked* for `resume_window_ms`: the presentity stays in contact. An
+//! `Open` of the same device within the window resumes it (the current state of every
+//! subscription is restated, never the history); a newer
 //! connection of a device that is still connected supersedes the old one. When the
 //! window passes, the session ends as if the client had vanished. `Hello` sessions have
 //! no device and end when their connection does.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use tern_wire::addr::Address;
 use tern_wire::codec::CodecError;
@@ -366,18 +366,14 @@ impl Hub {
             self.resync_principal(&user, store)?;
         }
         let key = (user.clone(), opening.device.clone());
-        // What must be restated: None = every subscription (a fresh session).
-        let mut restate: Option<BTreeSet<String>> = None;
         let mut resumed = false;
         if opening.resumable {
             if let Some(old) = self.live.get(&key).copied() {
                 // The same device again while its old connection looks alive: the old
-                // link is dead (the client knows first). Notifications sent on it may be
-                // lost, so everything is restated.
+                // link is dead (the client knows first).
                 self.supersede(old);
                 resumed = true;
-            } else if let Some(parked) = self.unpark(&user, &opening.device) {
-                restate = Some(parked.dirty);
+            } else if self.unpark(&user, &opening.device).is_some() {
                 resumed = true;
             }
         }
@@ -404,15 +400,10 @@ impl Hub {
         }
         self.online.entry(user.clone()).or_default().push(conn);
         self.send(conn, self.opened_frame(now, &user, &opening, resumed));
-        match restate {
-            Some(changed) => {
-                for target in changed {
-                    let doc = self.current_doc(&target, store)?;
-                    self.send(conn, Down::Notify { doc });
-                }
-            }
-            None => self.send_subscribed_presence(conn, &user, store)?,
-        }
+        // Presence is state: the current document of every subscription, once, never
+        // the states in between. Even on resumption everything is restated, because
+        // notifications written just before a link died may never have arrived.
+        self.send_subscribed_presence(conn, &user, store)?;
         self.deliver_more(conn, store)
     }
 
@@ -517,13 +508,11 @@ impl Hub {
         self.detach(conn, session);
         let until = now.saturating_add(self.config.resume_window_ms);
         tracing::debug!(conn, user = %session.user, until, "session parked");
-        let previous = self.parked.entry(session.user.clone()).or_default().insert(
-            session.device.clone(),
-            Parked {
-                until,
-                dirty: BTreeSet::new(),
-            },
-        );
+        let previous = self
+            .parked
+            .entry(session.user.clone())
+            .or_default()
+            .insert(session.device.clone(), Parked { until });
         if let Some(previous) = previous {
             self.expiries
                 .remove(&(previous.until, session.user.clone(), session.device.clone()));

@@ -2,10 +2,12 @@
 //!
 //! The reader turns stream bytes into [`Up`] frames ([`FrameBuf`], at most
 //! `frame_max` bytes each) and forwards them to the hub thread; bytes that are not a
-//! frame are reported as such and reading stops (framing is lost). The writer encodes
-//! what the hub thread queues for the connection; a close is written as `Down::Close`,
-//! the stream finished, and the connection closed with the same code once the peer has
-//! the frame (or after [`CLOSE_LINGER`]).
+//! frame are reported as such and reading stops (framing is lost). The writer takes what
+//! the hub thread queued for the connection from its [`Outlet`] (waiting for a wake-up
+//! when it is empty), one frame at a time, so that whatever the client is too slow to
+//! read stays in the queue, where presence can still be coalesced; a close is written as
+//! `Down::Close`, the stream finished, and the connection closed with the same code once
+//! the peer has the frame (or after [`CLOSE_LINGER`]).
 //!
 //! Rules kept here, not in the core: the client must open its session stream and send a
 //! complete first frame within `hello_timeout` (else `too_slow`); a session stream that
@@ -26,7 +28,8 @@ use tern_wire::{CodecError, Down, ErrorCode, Up};
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
-use super::hub_thread::{Event, Outbound, Peer, close_quic};
+use super::hub_thread::{Event, Outlet, Peer, close_quic};
+use super::outbound::{Bounds, Outbound};
 
 /// How long the writer waits for the peer to acknowledge a `Close` frame before it
 /// closes the connection anyway.
@@ -46,8 +49,8 @@ pub(crate) struct Shared {
     pub(crate) frame_max: usize,
     /// Time from handshake to the first complete frame.
     pub(crate) hello_timeout: Duration,
-    /// Capacity of each connection's outbound queue, frames.
-    pub(crate) outbound_queue: usize,
+    /// Bounds of each connection's outbound queue (ordinary frames).
+    pub(crate) outbound: Bounds,
 }
 
 /// Serves one incoming connection to its end.
@@ -156,8 +159,8 @@ async fn session(
             return;
         }
     };
-    let (out, out_rx) = flume::bounded(shared.outbound_queue);
-    let peer = Peer::new(out.clone(), connection.clone());
+    let out = Arc::new(Outlet::new(shared.outbound));
+    let peer = Peer::new(Arc::clone(&out), connection.clone());
     let confirmed = confirmation.settled().await;
     if shared
         .events
@@ -194,11 +197,19 @@ async fn session(
         let end = read_frames(recv, &shared, id, hello_deadline).await;
         after_reading(end, &connection, &out).await;
     };
-    let writer = write_frames(&connection, send, out_rx);
+    let writer = write_frames(&connection, send, &out);
     tokio::select! {
         _ = connection.closed() => {}
         _ = async { tokio::join!(reader, writer) } => {}
     }
+    let stats = out.stats();
+    tracing::debug!(
+        written = stats.taken,
+        coalesced = stats.coalesced,
+        peak_frames = stats.peak_frames,
+        peak_bytes = stats.peak_bytes,
+        "outbound totals"
+    );
 }
 
 /// Why the reader stopped.
@@ -275,11 +286,7 @@ async fn bad_frame(shared: &Shared, conn: ConnId, err: CodecError) -> ReadEnd {
 }
 
 /// After the reader stops: make sure the connection ends, politely if possible.
-async fn after_reading(
-    end: ReadEnd,
-    connection: &quinn::Connection,
-    out: &flume::Sender<Outbound>,
-) {
+async fn after_reading(end: ReadEnd, connection: &quinn::Connection, out: &Outlet) {
     let (code, text) = match end {
         ReadEnd::HelloTimeout => (ErrorCode::TOO_SLOW, "no Hello in time"),
         ReadEnd::HubGone => {
@@ -300,26 +307,28 @@ async fn after_reading(
         code,
         text: text.to_owned(),
     };
-    if out.try_send(close).is_err() {
-        close_quic(connection, code, text);
-        return;
-    }
+    // Refused only when a close is queued already (the hub's, which the writer delivers
+    // the same way) or the queue overflowed (the connection is cut already).
+    let _ = out.push(close);
     // The writer delivers the close; if it is stuck behind a peer that does not read,
     // cut the connection.
     tokio::time::sleep(CLOSE_LINGER * 2).await;
     close_quic(connection, code, text);
 }
 
-async fn write_frames(
-    connection: &quinn::Connection,
-    mut send: quinn::SendStream,
-    queue: flume::Receiver<Outbound>,
-) {
-    while let Ok(out) = queue.recv_async().await {
+async fn write_frames(connection: &quinn::Connection, mut send: quinn::SendStream, queue: &Outlet) {
+    // Coalesced notifications already reported.
+    let mut reported = 0;
+    while let Some((out, stats)) = queue.next().await {
         match out {
             Outbound::Frame(frame) => {
-                if let Down::Welcome(welcome) = &frame {
-                    Span::current().record("user", welcome.user.as_str());
+                let user = match &frame {
+                    Down::Welcome(welcome) => Some(welcome.user.as_str()),
+                    Down::Opened(opened) => Some(opened.user.as_str()),
+                    _ => None,
+                };
+                if let Some(user) = user {
+                    Span::current().record("user", user);
                     tracing::info!("session opened");
                 }
                 if let Err(err) = send.write_all(&encode(&frame)).await {
@@ -330,6 +339,18 @@ async fn write_frames(
                         "the session stream was stopped",
                     );
                     return;
+                }
+                if stats.frames == 0 && stats.coalesced > reported {
+                    // A backlog is written out: the client reads slower than the hub
+                    // produces, and missed some intermediate presence states.
+                    tracing::debug!(
+                        coalesced = stats.coalesced,
+                        written = stats.taken,
+                        peak_frames = stats.peak_frames,
+                        peak_bytes = stats.peak_bytes,
+                        "outbound backlog drained"
+                    );
+                    reported = stats.coalesced;
                 }
             }
             Outbound::Close { code, text } => {

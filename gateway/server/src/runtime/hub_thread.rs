@@ -10,9 +10,12 @@
 //! 5. and only then hands the hub's actions to the connections' outbound queues, so no
 //!    answer leaves the gateway before the data it reports is on disk.
 //!
-//! A connection whose queue is full is closed `too_slow` on the spot. A connection told
-//! to close that is still there [`FORCE_CLOSE_MS`] later (its writer is stuck behind a
-//! peer that does not read) is closed without its `Close` frame.
+//! Handing a frame over never waits for the connection: it goes into the connection's
+//! [`OutQueue`] (behind an [`Outlet`]), where presence notifications are coalesced and
+//! other frames are bounded. A connection whose queue overflows is closed `too_slow` on
+//! the spot. A connection told to close that is still there [`FORCE_CLOSE_MS`] later
+//! (its writer is stuck behind a peer that does not read) is closed without its `Close`
+//! frame.
 //!
 //! If a batch cannot be committed, or the hub panics, the hub's memory may no longer
 //! match the database: every connection is closed `internal`, and a fresh hub is loaded
@@ -20,17 +23,20 @@
 //! database that cannot even be read stops the thread, and with it the gateway.
 //!
 //! This module owns the batching and dispatch rules; it decides nothing about the
-//! protocol (that is the hub's) and touches no socket (it only hands frames to queues).
+//! protocol (that is the hub's) and touches no socket (it only hands frames to queues,
+//! and closes connections).
 
 use std::collections::{BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use quinn::VarInt;
 use tern_gateway_core::{Action, ConnId, Hub, HubConfig, Millis};
 use tern_wire::codec::CodecError;
-use tern_wire::{Down, ErrorCode, Up};
+use tern_wire::{ErrorCode, Up};
 
+use super::outbound::{Bounds, OutQueue, Outbound, Pushed, Stats};
 use super::{RuntimeError, unix_ms};
 use crate::sqlite::SqliteStore;
 
@@ -64,19 +70,71 @@ pub(crate) enum Event {
     Shutdown,
 }
 
-/// What the hub thread sends a connection's writer.
+/// A connection's [`OutQueue`] shared between those who push (the hub thread, and the
+/// connection's reader for its own close) and the writer task, which takes. The lock is
+/// held only for one queue operation, never across an await or a write, so pushing
+/// never waits for the peer.
 #[derive(Debug)]
-pub(crate) enum Outbound {
-    /// Write this frame.
-    Frame(Down),
-    /// Write `Down::Close`, finish the stream, then close the connection with `code`.
-    Close { code: ErrorCode, text: String },
+pub(crate) struct Outlet {
+    queue: Mutex<OutQueue>,
+    /// Woken when there is something to take (or the queue overflowed).
+    ready: tokio::sync::Notify,
+}
+
+impl Outlet {
+    /// An empty outlet with these bounds.
+    pub(crate) fn new(bounds: Bounds) -> Self {
+        Self {
+            queue: Mutex::new(OutQueue::new(bounds)),
+            ready: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Queues an item and wakes the writer; never blocks on the peer.
+    pub(crate) fn push(&self, out: Outbound) -> Pushed {
+        let pushed = self.lock().push(out);
+        match pushed {
+            // A refreshed Notify sits in a slot the writer was already woken for.
+            Pushed::Coalesced | Pushed::Refused => {}
+            Pushed::Queued | Pushed::Overflow(_) => self.ready.notify_one(),
+        }
+        pushed
+    }
+
+    /// The next item to write with the queue's counters after taking it; waits while
+    /// the queue is empty. `None` once the queue has overflowed.
+    pub(crate) async fn next(&self) -> Option<(Outbound, Stats)> {
+        loop {
+            {
+                let mut queue = self.lock();
+                if let Some(out) = queue.pop() {
+                    return Some((out, queue.stats()));
+                }
+                if queue.overflowed() {
+                    return None;
+                }
+            }
+            // `notify_one` leaves a permit when nobody waits, so a push between the
+            // check above and this wait is not missed.
+            self.ready.notified().await;
+        }
+    }
+
+    /// The queue's counters.
+    pub(crate) fn stats(&self) -> Stats {
+        self.lock().stats()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutQueue> {
+        // The queue's operations do not panic halfway; a poisoned lock holds a sound queue.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The hub thread's handle on one connection.
 #[derive(Debug)]
 pub(crate) struct Peer {
-    out: flume::Sender<Outbound>,
+    out: Arc<Outlet>,
     quic: quinn::Connection,
     /// Set once a close was requested: later actions for the connection are dropped.
     closing: Option<(ErrorCode, String)>,
@@ -85,7 +143,7 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(out: flume::Sender<Outbound>, quic: quinn::Connection) -> Self {
+    pub(crate) fn new(out: Arc<Outlet>, quic: quinn::Connection) -> Self {
         Self {
             out,
             quic,
@@ -288,16 +346,21 @@ impl HubThread {
                     if peer.closing.is_some() {
                         continue;
                     }
-                    match peer.out.try_send(Outbound::Frame(frame)) {
-                        Ok(()) => {}
-                        Err(flume::TrySendError::Full(_)) => {
-                            tracing::warn!(conn, "outbound queue full: closing too_slow");
+                    match peer.out.push(Outbound::Frame(frame)) {
+                        // Refused: the connection queued its own close; it ends by itself.
+                        Pushed::Queued | Pushed::Coalesced | Pushed::Refused => {}
+                        Pushed::Overflow(stats) => {
+                            tracing::warn!(
+                                conn,
+                                frames = stats.frames,
+                                notifies = stats.notifies,
+                                bytes = stats.bytes,
+                                coalesced = stats.coalesced,
+                                "outbound queue full: closing too_slow"
+                            );
                             let text = "the client does not read fast enough";
                             close_quic(&peer.quic, ErrorCode::TOO_SLOW, text);
                             peer.closing = Some((ErrorCode::TOO_SLOW, text.into()));
-                        }
-                        Err(flume::TrySendError::Disconnected(_)) => {
-                            peer.closing = Some((ErrorCode::INTERNAL, "writer gone".into()));
                         }
                     }
                 }
@@ -359,7 +422,10 @@ enum Turn {
     Stop,
 }
 
-/// Asks a connection's writer to close it; cuts it at once if the queue is full.
+/// Asks a connection's writer to close it, after what is queued. A close always finds
+/// room; if the connection queued its own close first, that one is written instead.
+/// Either way [`FORCE_CLOSE_MS`] (or the connection's own linger) cuts a writer that is
+/// stuck.
 fn request_close(peer: &mut Peer, code: ErrorCode, text: &str) {
     if peer.closing.is_some() {
         return;
@@ -368,7 +434,7 @@ fn request_close(peer: &mut Peer, code: ErrorCode, text: &str) {
         code,
         text: text.to_owned(),
     };
-    if peer.out.try_send(close).is_err() {
+    if let Pushed::Overflow(_) = peer.out.push(close) {
         close_quic(&peer.quic, code, text);
     }
     peer.closing = Some((code, text.to_owned()));

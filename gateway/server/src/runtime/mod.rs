@@ -3,7 +3,7 @@
 //! ```text
 //!  quinn endpoint ──accept──▶ connection task (per client, tokio)
 //!                               reader ──Event──▶ ┌──────────── hub thread ────────────┐
-//!                               writer ◀─queue──  │ Hub (tern-gateway-core) + SQLite    │
+//!                               writer ◀─outlet─  │ Hub (tern-gateway-core) + SQLite    │
 //!                                                 │ batch → savepoints → commit → send  │
 //!                                                 └─────────────────────────────────────┘
 //! ```
@@ -13,9 +13,15 @@
 //! every connection with `shutdown`, commits the sessions' departure and waits for the
 //! endpoint to go idle. The protocol's decisions are all in the core: this module moves
 //! bytes, events and time between the network, the hub and the disk.
+//!
+//! The hub thread never waits for a connection: it pushes frames into the connection's
+//! outbound queue ([`outbound`]), which coalesces presence notifications per presentity
+//! and bounds everything else, and the connection's writer drains it at the pace the
+//! client reads.
 
 mod connection;
 mod hub_thread;
+mod outbound;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +38,7 @@ use crate::sqlite::{DbError, SqliteStore};
 use crate::tls::{self, TlsError};
 use connection::Shared;
 use hub_thread::{Event, HubThread};
+use outbound::Bounds;
 
 /// Events queued for the hub thread before readers wait (and QUIC flow control pushes
 /// back on the clients).
@@ -121,7 +128,10 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, RuntimeE
         events: events.clone(),
         frame_max: config.limits.frame_max as usize,
         hello_timeout: config.hello_timeout(),
-        outbound_queue: config.limits.outbound_queue,
+        outbound: Bounds {
+            frames: config.limits.outbound_queue,
+            bytes: config.limits.outbound_bytes,
+        },
     });
     let (stop_accepting, stop_rx) = oneshot::channel();
     let acceptor = tokio::spawn(accept(endpoint.clone(), shared, stop_rx));

@@ -3,8 +3,8 @@
 
 use tern_wire::frame::Welcome;
 use tern_wire::{
-    Availability, Basic, Down, ErrorCode, Hello, InboxItem, Incoming, LateReceipt, Message,
-    Presence, PresenceDoc, ReceiptStatus, Tuple, Up, VERSION,
+    Availability, Basic, Down, ErrorCode, Hello, InboxItem, Incoming, LateReceipt, Message, Open,
+    Opened, Presence, PresenceDoc, ReceiptStatus, Tuple, Up, VERSION,
 };
 
 /// A one-tuple presence: open, away, with a short note.
@@ -54,13 +54,54 @@ pub fn ups() -> Vec<(&'static str, Up)> {
                 token: "q7kTj3cNwZ0uXg8fV2bLs5dR1yH6mA9eP4oKiU3tWxE".into(),
             }),
         ),
-        ("Publish", Up::Publish { req: 3, presence: presence() }),
-        ("Fetch", Up::Fetch { req: 4, target: "alice@example.com".into() }),
-        ("Subscribe", Up::Subscribe { req: 5, target: "alice@example.com".into() }),
-        ("Unsubscribe", Up::Unsubscribe { req: 6, target: "alice@example.com".into() }),
-        ("Send", Up::Send { req: 7, msg: message() }),
+        (
+            "Publish",
+            Up::Publish {
+                req: 3,
+                presence: presence(),
+            },
+        ),
+        (
+            "Fetch",
+            Up::Fetch {
+                req: 4,
+                target: "alice@example.com".into(),
+            },
+        ),
+        (
+            "Subscribe",
+            Up::Subscribe {
+                req: 5,
+                target: "alice@example.com".into(),
+            },
+        ),
+        (
+            "Unsubscribe",
+            Up::Unsubscribe {
+                req: 6,
+                target: "alice@example.com".into(),
+            },
+        ),
+        (
+            "Send",
+            Up::Send {
+                req: 7,
+                msg: message(),
+            },
+        ),
         ("Ack", Up::Ack { upto: 1_234 }),
         ("Bye", Up::Bye),
+        (
+            "Open",
+            Up::Open(Open {
+                version: VERSION,
+                user: "bob@example.com".into(),
+                token: "q7kTj3cNwZ0uXg8fV2bLs5dR1yH6mA9eP4oKiU3tWxE".into(),
+                device: vec![0xd7; 16],
+                inbox_seen: 1_233,
+                flags: Open::INBOX,
+            }),
+        ),
     ]
 }
 
@@ -81,10 +122,20 @@ pub fn downs() -> Vec<(&'static str, Down)> {
         ("Ok", Down::Ok { req: 3 }),
         (
             "Fail",
-            Down::Fail { req: 4, code: ErrorCode::UNKNOWN_USER, text: "no such presentity".into() },
+            Down::Fail {
+                req: 4,
+                code: ErrorCode::UNKNOWN_USER,
+                text: "no such presentity".into(),
+            },
         ),
         ("Presence", Down::Presence { req: 5, doc: doc() }),
-        ("Receipt", Down::Receipt { req: 7, status: ReceiptStatus::Delivered }),
+        (
+            "Receipt",
+            Down::Receipt {
+                req: 7,
+                status: ReceiptStatus::Delivered,
+            },
+        ),
         ("Notify", Down::Notify { doc: doc() }),
         (
             "Deliver(Message)",
@@ -112,6 +163,25 @@ pub fn downs() -> Vec<(&'static str, Down)> {
                 }),
             },
         ),
-        ("Close", Down::Close { code: ErrorCode::TOO_SLOW, text: "reader too slow".into() }),
+        (
+            "Opened",
+            Down::Opened(Opened {
+                version: VERSION,
+                user: "bob@example.com".into(),
+                frame_max: 65_536,
+                body_max: 16_384,
+                time: 1_795_000_000_123,
+                resumed: true,
+                resume_window: 120_000,
+                keepalive: 25_000,
+            }),
+        ),
+        (
+            "Close",
+            Down::Close {
+                code: ErrorCode::TOO_SLOW,
+                text: "reader too slow".into(),
+            },
+        ),
     ]
 }

@@ -1,0 +1,193 @@
+//! What a result was measured on, printed at the top of every harness's output: date,
+//! CPU, cores, load, kernel, compiler, build profile, and the file system under the
+//! data, whose flushes [`FlushCounter`] counts.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The compiler that built this crate (recorded by the build script).
+pub const RUSTC: &str = env!("TERN_BENCHES_RUSTC");
+
+/// `release` when built without debug assertions (`--release`), else `debug`.
+pub fn profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug (numbers are not meaningful; use --release)"
+    } else {
+        "release"
+    }
+}
+
+/// The number of CPUs this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// `(name, value)` lines describing the machine and the build. Linux details come from
+/// `/proc` and are `unknown` elsewhere.
+pub fn describe(data_dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("date (UTC)", utc_now()),
+        ("cpu", cpu_model()),
+        ("cores available", cores().to_string()),
+        ("kernel", proc_line("/proc/sys/kernel/osrelease")),
+        ("load average (1, 5, 15 min) at the start", load_average()),
+        ("rustc", RUSTC.to_owned()),
+        ("build profile", profile().to_owned()),
+        ("data directory", data_dir.display().to_string()),
+        ("its file system", file_system(data_dir)),
+    ]
+}
+
+/// The first three fields of `/proc/loadavg`: other work on the machine skews results.
+fn load_average() -> String {
+    let line = proc_line("/proc/loadavg");
+    let fields: Vec<&str> = line.split_whitespace().take(3).collect();
+    if fields.len() == 3 {
+        fields.join(", ")
+    } else {
+        line
+    }
+}
+
+fn proc_line(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.trim().to_owned()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The mount point and type of the file system holding `path`.
+fn file_system(path: &Path) -> String {
+    mount_of(path).map_or_else(
+        || "unknown".into(),
+        |m| format!("{} on {} (mounted at {})", m.kind, m.device, m.point),
+    )
+}
+
+/// One line of `/proc/mounts`.
+struct Mount {
+    device: String,
+    point: String,
+    kind: String,
+}
+
+/// The mount holding `path`: the longest matching mount point in `/proc/mounts`.
+fn mount_of(path: &Path) -> Option<Mount> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let device = fields.next()?;
+            let point = fields.next()?;
+            let kind = fields.next()?;
+            path.starts_with(point).then(|| Mount {
+                device: device.to_owned(),
+                point: point.to_owned(),
+                kind: kind.to_owned(),
+            })
+        })
+        .max_by_key(|m| m.point.len())
+}
+
+/// The block device under a directory, whose cache flushes (what `fsync` costs on
+/// most file systems) can be counted in `/proc/diskstats`. The counter is the whole
+/// device's: other processes' flushes are counted too.
+#[derive(Debug, Clone)]
+pub struct FlushCounter {
+    device: String,
+}
+
+impl FlushCounter {
+    /// The counter of the device holding `dir`; `None` when there is none (a memory
+    /// file system) or the kernel does not report flushes.
+    pub fn for_dir(dir: &Path) -> Option<Self> {
+        let mount = mount_of(dir)?;
+        let device = mount.device.strip_prefix("/dev/")?.to_owned();
+        let counter = Self { device };
+        counter.read().map(|_| counter)
+    }
+
+    /// The device's name, e.g. `vda`.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Flush requests the device has completed since boot (field 16 of its line in
+    /// `/proc/diskstats`, Linux 5.5 and later).
+    pub fn read(&self) -> Option<u64> {
+        let stats = std::fs::read_to_string("/proc/diskstats").ok()?;
+        stats.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(2) != Some(&self.device.as_str()) {
+                return None;
+            }
+            fields.get(3 + 15)?.parse().ok()
+        })
+    }
+}
+
+/// The current UTC date and time, `YYYY-MM-DD HH:MM`.
+pub fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_utc(secs)
+}
+
+/// Formats Unix seconds as a UTC `YYYY-MM-DD HH:MM` (proleptic Gregorian calendar).
+fn format_utc(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Year, month and day of the `days`th day after 1970-01-01. Counts in 400-year eras
+/// of 146 097 days, with years starting on 1 March so that the leap day comes last.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..146097
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March-based year
+    let mp = (5 * doy + 2) / 153; // month, March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        u32::try_from(month).unwrap_or(0),
+        u32::try_from(day).unwrap_or(0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00");
+        assert_eq!(format_utc(1_709_210_096), "2024-02-29 12:34");
+        assert_eq!(format_utc(1_767_225_599), "2025-12-31 23:59");
+    }
+}

@@ -252,7 +252,10 @@ async fn a_client_that_stops_reading_is_closed_too_slow_and_loses_nothing() {
     // Presence alone does not close it: a presentity's queued notification is refreshed
     // in place, so 400 changes cost the gateway one queued frame.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(slow.conn.close_reason().is_none(), "closed for presence alone");
+    assert!(
+        slow.conn.close_reason().is_none(),
+        "closed for presence alone"
+    );
     // Answers are not coalesced: requests whose answers it does not read overflow its
     // queue (80 frames).
     for req in 2..=300 {

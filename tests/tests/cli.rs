@@ -203,7 +203,13 @@ async fn the_readme_tour_works_with_the_real_binaries() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_client_goes_closed_for_its_watchers_without_a_goodbye() {
-    let gw = Harness::start_with(|c| c.timeouts.idle_timeout_ms = 2_000).await;
+    let gw = Harness::start_with(|c| {
+        c.timeouts.idle_timeout_ms = 2_000;
+        c.timeouts.client_keepalive_ms = 500;
+        // A vanished device's session is parked this long before it is gone for good.
+        c.timeouts.resume_window_ms = 500;
+    })
+    .await;
     let cli = Cli::new(&gw);
     let alice_token = add_user(&gw, "alice@example.com");
     let bob = gw.user("bob@example.com").await;

@@ -109,13 +109,24 @@ async fn last_published_presence_is_fetched_with_its_time_after_goodbye() {
 
 #[tokio::test]
 async fn client_that_vanishes_without_goodbye_goes_closed_after_the_idle_timeout() {
-    let gw = Harness::start_with(|c| c.timeouts.idle_timeout_ms = 1_500).await;
+    let gw = Harness::start_with(|c| {
+        c.timeouts.idle_timeout_ms = 1_500;
+        c.timeouts.client_keepalive_ms = 400;
+        // A vanished device's session is parked this long before it is gone for good.
+        c.timeouts.resume_window_ms = 500;
+    })
+    .await;
     let alice_token = gw.add_user("alice@example.com");
-    let bob = gw.user("bob@example.com").await;
+    let bob_token = gw.add_user("bob@example.com");
+    // Both keep their links alive well within the gateway's 1.5 s idle timeout.
+    let mut bob_config = gw.client_config("bob@example.com", &bob_token);
+    bob_config.keepalive = Duration::from_millis(400);
+    let bob = tern_client::Client::connect(bob_config).await.unwrap();
     let relay = Relay::start(gw.addr()).await.unwrap();
     let mut config = gw.client_config("alice@example.com", &alice_token);
     config.gateway = relay.addr().to_string();
     config.reconnect = false;
+    config.keepalive = Duration::from_millis(400);
     let alice = tern_client::Client::connect(config).await.unwrap();
     alice
         .publish(presence(Basic::Open, Availability::AVAILABLE, "here"))

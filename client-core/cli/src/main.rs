@@ -6,6 +6,11 @@
 //! `tern: <error>` on stderr otherwise (2 for usage errors, from clap). Logs go to stderr,
 //! filtered by `RUST_LOG` (default `warn`); tokens and message bodies are never logged.
 //!
+//! With `--state-dir` (or `TERN_STATE_DIR`) successive runs are one device: a run
+//! resumes the session the previous one left without a goodbye, `listen` never prints
+//! an item a previous run already printed, and a message a run could not get answered is
+//! sent again by the next run.
+//!
 //! It may only use `tern-client`'s public API (and `tern-wire`'s types); it never depends
 //! on the gateway crates.
 
@@ -20,13 +25,16 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use tern_client::{
-    Availability, Basic, CardField, CardKind, Client, ClientConfig, ConnectionState, Event,
-    Message, Presence, Tuple,
+    Availability, Basic, CardField, CardKind, Client, ClientConfig, ClientError, ConnectionState,
+    Event, Message, Presence, Tuple,
 };
-use tern_wire::addr::Address;
 use tern_wire::limits::MSG_ID_MAX;
 
 /// tern presence and instant messaging client. Prints one JSON object per line.
+///
+/// Made for weak links: sessions resume after a lost link, and with --state-dir
+/// successive runs are one device (a run resumes the previous one's session, never
+/// prints an item twice, and sends again what a previous run could not get answered).
 #[derive(Debug, Parser)]
 #[command(name = "tern", version)]
 struct Cli {
@@ -45,12 +53,19 @@ struct Cli {
     /// Your access token (prefer the environment variable: flags show in process lists).
     #[arg(long, env = "TERN_TOKEN", hide_env_values = true)]
     token: String,
-    /// Seconds between keep-alive pings (0: none).
+    /// Seconds between keep-alive pings (0: none); must be below --idle-timeout. Lower
+    /// keeps NAT bindings open on mobile networks, higher saves battery.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     keepalive: u64,
-    /// Seconds without a packet after which the link counts as lost.
+    /// Seconds without a packet after which the link counts as lost (and the client
+    /// reconnects, for the long-running commands).
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     idle_timeout: u64,
+    /// Directory where this device keeps its identity, what `listen` has printed,
+    /// unanswered messages and its presence, across runs. Created if missing; one tern
+    /// process at a time per directory, one user per directory.
+    #[arg(long, env = "TERN_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,6 +117,9 @@ enum Command {
         count: Option<u64>,
     },
     /// Send an instant message; prints its receipt.
+    ///
+    /// With --state-dir, a message that gets no receipt in time stays queued there and
+    /// is sent again (same id, delivered once) by the next run with that directory.
     Send {
         /// The recipient's inbox.
         #[arg(value_name = "NAME@DOMAIN")]
@@ -119,6 +137,8 @@ enum Command {
     ///
     /// Each item is acknowledged once printed and flushed; in a pipeline, prefer --count
     /// to a reader that stops early (`| head -1`): what sits unread in the pipe is lost.
+    /// Also prints the receipts of messages that an earlier run with the same
+    /// --state-dir sent but did not see answered (`receipt` lines without `seq`).
     Listen {
         /// Exit after this many messages and receipts.
         #[arg(long, value_name = "N")]
@@ -173,8 +193,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         reconnect: long_lived,
         // Only `listen` shows messages; the others leave them in the inbox.
         inbox: matches!(cli.command, Command::Listen { .. }),
+        state_dir: cli.state_dir.clone(),
         ..ClientConfig::new(cli.gateway, cli.user, cli.token, ca_pem)
     };
+    // A send that timed out with a state directory is not lost: say so.
+    let queues = config.state_dir.is_some() && matches!(cli.command, Command::Send { .. });
     // A body from stdin is read before connecting: the session should not wait on it.
     let body = match &cli.command {
         Command::Send { text, .. } if text == "-" => Some(read_stdin()?),
@@ -183,6 +206,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let client = Client::connect(config).await?;
     let result = command(&client, cli.command, body).await;
+    let result = result.map_err(|e| match e.downcast_ref::<ClientError>() {
+        Some(e @ (ClientError::Timeout | ClientError::Closed { .. })) if queues => anyhow::anyhow!(
+            "no receipt ({e}); the message stays queued in the state directory, and the \
+             next run with it sends it again"
+        ),
+        _ => e,
+    });
     // An event whose printing failed is not acknowledged: `close` leaves it in the inbox.
     client.close().await;
     match result {
@@ -255,14 +285,18 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
         } => {
             let message = Message {
                 id: id.map_or_else(tern_client::new_message_id, |id| id.0),
-                to: to.clone(),
+                to,
                 reply_to: None,
                 content_type,
                 body: body.unwrap_or_default(),
             };
             let outcome = client.send_message(message).await?;
-            let to = Address::parse(&to).map_or(to, Address::into_string);
-            print_line(&json::receipt(None, &outcome.id, &to, outcome.status))
+            print_line(&json::receipt(
+                None,
+                &outcome.id,
+                &outcome.to,
+                outcome.status,
+            ))
         }
         Command::Listen { count } => {
             follow(client, count, |event| {
@@ -270,6 +304,10 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
                     Event::Message { seq, message } => print_line(&json::message(seq, &message))?,
                     Event::Receipt { seq, receipt } => {
                         print_line(&json::late_receipt(seq, &receipt))?;
+                    }
+                    Event::Sent(outcome) => {
+                        let line = json::receipt(None, &outcome.id, &outcome.to, outcome.status);
+                        print_line(&line)?;
                     }
                     _ => return Ok(false),
                 }
@@ -447,6 +485,29 @@ mod tests {
         assert_eq!(card[0].kind, CardKind::EMAIL);
         assert_eq!(tuple, "default");
         assert_eq!(cli.gateway, "127.0.0.1:4433");
+    }
+
+    #[test]
+    fn parses_the_weak_link_options() {
+        let cli = Cli::try_parse_from([
+            "tern",
+            "--ca",
+            "ca.pem",
+            "--user",
+            "a@example.com",
+            "--token",
+            "t",
+            "--state-dir",
+            "/var/lib/tern",
+            "--keepalive",
+            "5",
+            "--idle-timeout",
+            "15",
+            "listen",
+        ])
+        .unwrap();
+        assert_eq!(cli.state_dir, Some(PathBuf::from("/var/lib/tern")));
+        assert_eq!((cli.keepalive, cli.idle_timeout), (5, 15));
     }
 
     #[test]

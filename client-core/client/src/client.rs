@@ -1,28 +1,37 @@
 //! The async API: [`Client`] and the values it hands out ([`Event`], [`ConnectionState`],
-//! [`SendOutcome`]).
+//! [`SendOutcome`], [`SessionInfo`]).
 //!
 //! Owns: argument checks and address normalisation before anything is sent, message ids,
-//! the application's side of the event queue (including which inbox items the application
-//! has taken, which is what gets acknowledged), and the commands to the driver task. It
-//! may not touch the connection or the session (the driver task owns them).
+//! opening the state directory and the first connection, the application's side of the
+//! event queue (including which inbox items the application has taken, recorded in the
+//! state directory before they may be acknowledged), how long `send` waits, and the
+//! commands to the driver task. It may not touch the connection or the session (the
+//! driver task owns them).
 //!
 //! The public surface is shaped for uniffi export as it is: `Client` is `Send + Sync` with
 //! `&self` methods, arguments and results are owned values, errors are one enum.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tern_wire::addr::Address;
+use tern_wire::limits::DEFAULT_FRAME_MAX;
 use tern_wire::{Incoming, LateReceipt, Message, Presence, PresenceDoc, ReceiptStatus};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::config::ClientConfig;
-use crate::driver::{Answer, Command, Driver};
+use crate::driver::{Answer, Command, Driver, Setup};
 use crate::error::ClientError;
-use crate::link::{Link, Op};
+use crate::link::{Link, Op, Opening};
+use crate::outbox::{OUTBOX_MAX, Outbox};
+use crate::session::check_message;
+use crate::state::{self, DEVICE_LEN, Saved, SharedState, StateDir, StateTokens};
 
-/// Requests that may wait for the driver before callers are held back.
-const COMMAND_QUEUE: usize = 64;
+/// Requests other than messages that may wait for their answers at once; further
+/// callers wait their turn. (Messages are bounded by the outbox.)
+const REQUESTS_MAX: usize = 64;
 /// Length of the message ids [`Client::send`] generates.
 pub const MESSAGE_ID_LEN: usize = 16;
 
@@ -49,6 +58,10 @@ pub enum Event {
         /// The receipt.
         receipt: LateReceipt,
     },
+    /// The gateway answered a message whose `send` no longer waits for it: the call
+    /// returned `Timeout` (the message stayed in the outbox and was sent again), or the
+    /// message was queued by an earlier process with the same state directory.
+    Sent(SendOutcome),
     /// The connection changed state.
     Connection(ConnectionState),
 }
@@ -58,7 +71,7 @@ impl Event {
     fn inbox_seq(&self) -> Option<u64> {
         match self {
             Self::Message { seq, .. } | Self::Receipt { seq, .. } => Some(*seq),
-            Self::Presence(_) | Self::Connection(_) => None,
+            Self::Presence(_) | Self::Sent(_) | Self::Connection(_) => None,
         }
     }
 }
@@ -69,7 +82,8 @@ impl Event {
 pub enum ConnectionState {
     /// A new session is open after a reconnect.
     Connected,
-    /// The link dropped; the client is trying again.
+    /// The link dropped; the client is trying again. Messages sent meanwhile wait in the
+    /// outbox.
     Reconnecting {
         /// Why the link dropped.
         reason: String,
@@ -86,63 +100,162 @@ pub enum ConnectionState {
 pub struct SendOutcome {
     /// The message id (keep it to resend with [`Client::send_message`]).
     pub id: Vec<u8>,
+    /// The recipient, normalised.
+    pub to: String,
     /// Delivered, stored for later delivery, or failed with a reason.
     pub status: ReceiptStatus,
+}
+
+/// Whether the current connection's first flight (`Open` and the outbox) went as QUIC
+/// 0-RTT data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ZeroRtt {
+    /// An ordinary handshake: no session ticket from an earlier connection of this
+    /// client (the first connection, or the gateway offers no 0-RTT).
+    #[default]
+    NotTried,
+    /// The flight was sent as early data; `accepted` is the gateway's verdict (when it
+    /// refused, the flight was sent again after the handshake).
+    Sent {
+        /// Whether the gateway took the early data.
+        accepted: bool,
+    },
+}
+
+/// What happened when the current session opened; see [`Client::session_info`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The gateway resumed the device's earlier session (it was parked after a lost
+    /// link, or still connected): subscriptions and presence were kept, only changes are
+    /// restated, and the presence was not published again.
+    pub resumed: bool,
+    /// Whether the session's first flight went as 0-RTT data.
+    pub zero_rtt: ZeroRtt,
+    /// QUIC handshakes this client has completed, the first connection included. A
+    /// network change handled by [`Client::network_changed`] does not add one.
+    pub connections: u64,
+    /// The keep-alive interval the gateway suggests, ms (`None`: no suggestion). The
+    /// client keeps its configured `keepalive`; an application may use this for the next
+    /// connection.
+    pub suggested_keepalive_ms: Option<u32>,
+    /// The device id sent in `Open` (from the state directory, or random per client).
+    pub device: Vec<u8>,
 }
 
 /// A connection to a tern gateway as one principal.
 ///
 /// Created by [`Client::connect`], which spawns a background task on the current tokio
-/// runtime; dropping the client (or [`Client::close`]) ends it.
+/// runtime; [`Client::close`], or dropping the client, says goodbye and ends it;
+/// [`Client::abandon`] ends it without a goodbye, as a crash would.
 pub struct Client {
-    commands: mpsc::Sender<Command>,
+    /// Unbounded so that handing over a command never waits: messages keep the order of
+    /// the calls (the order their futures are first polled). What bounds them is the
+    /// outbox (messages) and `requests` (everything else).
+    commands: mpsc::UnboundedSender<Command>,
+    requests: tokio::sync::Semaphore,
     events: tokio::sync::Mutex<EventQueue>,
     taken: Mutex<Taken>,
     user: String,
+    request_timeout: Duration,
+    info: Arc<Mutex<SessionInfo>>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The application's end of the event channel.
 struct EventQueue {
     rx: mpsc::UnboundedReceiver<Event>,
-    /// Highest inbox sequence number handed out; items at or below it that come again
-    /// (redelivered after a reconnect) are skipped.
+    /// Highest inbox sequence number handed out (or, at start, recorded in the state
+    /// directory); items at or below it that come again are skipped.
     floor: Option<u64>,
 }
 
 /// Which inbox item the application holds, and what it has finished with.
 struct Taken {
-    /// The sequence number of the item last handed out, not yet acknowledged.
+    /// The sequence number of the item last handed out, not yet released.
     held: Option<u64>,
+    /// The highest item released (and recorded), for the driver to acknowledge.
     consumed: watch::Sender<Option<u64>>,
+    /// Where released items are recorded first; `None` without a state directory and
+    /// after [`Client::abandon`].
+    state: Option<SharedState>,
 }
 
 impl Client {
-    /// Connects to the gateway, opens a session, and returns once the gateway welcomed it.
+    /// Opens the state directory (if configured), connects to the gateway, opens (or
+    /// resumes) the device's session, sends the messages an earlier process left in the
+    /// outbox, and returns once the gateway answered `Open`.
     ///
-    /// Fails with `InvalidArgument` for a bad configuration, `Connect`, `Tls` or `Timeout`
-    /// when the gateway cannot be reached, and `Rejected` when it refuses the principal
-    /// (e.g. a wrong token). The first connection is not retried. Must be called within a
-    /// tokio runtime.
+    /// Fails with `InvalidArgument` for a bad configuration (or a state directory of
+    /// another principal), `Storage` when the state directory cannot be used, `Connect`,
+    /// `Tls` or `Timeout` when the gateway cannot be reached, and `Rejected` when it
+    /// refuses the principal (e.g. a wrong token). The first connection is not retried.
+    /// Must be called within a tokio runtime.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
-        let target = Arc::new(config.prepare()?);
+        let mut target = config.prepare()?;
         let span = tracing::info_span!("tern_client", user = %target.user);
-        let link = Link::establish(&target, None)
+        let (state, saved) = match target.state_dir.clone() {
+            Some(dir) => {
+                let (state, saved) = StateDir::open(&dir, &target.user)?;
+                let state: SharedState = Arc::new(Mutex::new(state));
+                target.quic.token_store(Arc::new(StateTokens::new(&state)));
+                (Some(state), saved)
+            }
+            None => (None, fresh_device()),
+        };
+        let target = Arc::new(target);
+        let outbox = Outbox::new(saved.outbox, OUTBOX_MAX);
+        let opening = Opening {
+            device: saved.device.clone(),
+            consumed: saved.inbox_seen,
+            frame_max: DEFAULT_FRAME_MAX,
+            outbox: outbox.messages(),
+        };
+        if !opening.outbox.is_empty() {
+            tracing::info!(messages = opening.outbox.len(), "sending the outbox again");
+        }
+        let link = Link::establish(&target, &opening)
             .instrument(span.clone())
             .await?;
         let user = link.user().unwrap_or_else(|| target.user.clone());
-        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, rx) = mpsc::unbounded_channel();
-        let (consumed, consumed_rx) = watch::channel(None);
-        let driver = Driver::new(target, command_rx, event_tx, consumed_rx);
-        tokio::spawn(driver.run(link).instrument(span));
+        let (consumed, consumed_rx) = watch::channel(saved.inbox_seen);
+        let info = Arc::new(Mutex::new(SessionInfo {
+            device: saved.device.clone(),
+            ..SessionInfo::default()
+        }));
+        let request_timeout = target.request_timeout;
+        let mut link = link;
+        let mut driver = Driver::new(Setup {
+            target,
+            commands: command_rx,
+            events: event_tx,
+            consumed: consumed_rx,
+            state: state.clone(),
+            device: saved.device,
+            presence: saved.presence,
+            outbox,
+            info: Arc::clone(&info),
+        });
+        span.in_scope(|| driver.adopt(&mut link, false));
+        let task = tokio::spawn(driver.run(link).instrument(span));
         Ok(Self {
             commands,
-            events: tokio::sync::Mutex::new(EventQueue { rx, floor: None }),
+            requests: tokio::sync::Semaphore::new(REQUESTS_MAX),
+            events: tokio::sync::Mutex::new(EventQueue {
+                rx,
+                floor: saved.inbox_seen,
+            }),
             taken: Mutex::new(Taken {
                 held: None,
                 consumed,
+                state,
             }),
             user,
+            request_timeout,
+            info,
+            task: Mutex::new(Some(task)),
         })
     }
 
@@ -151,7 +264,17 @@ impl Client {
         self.user.clone()
     }
 
-    /// Replaces the principal's presence information.
+    /// What happened when the current session opened: resumed or fresh, 0-RTT, how many
+    /// handshakes so far, the gateway's suggested keep-alive.
+    pub fn session_info(&self) -> SessionInfo {
+        self.info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the principal's presence information. With a state directory it is also
+    /// kept there, and published again when a later process starts a fresh session.
     pub async fn publish(&self, presence: Presence) -> Result<(), ClientError> {
         match self.request(Op::Publish(presence)).await? {
             Answer::Done => Ok(()),
@@ -188,7 +311,7 @@ impl Client {
     }
 
     /// Sends an instant message with a new random id. `content_type` `None` means
-    /// `text/plain;charset=utf-8`.
+    /// `text/plain;charset=utf-8`. See [`Self::send_message`].
     pub async fn send(
         &self,
         to: String,
@@ -205,29 +328,46 @@ impl Client {
         self.send_message(message).await
     }
 
-    /// Sends a message with the caller's id. Sending again with the same id (after a
-    /// `Timeout` or `Closed`) is safe: the gateway delivers each id once and answers a
-    /// repeat with the first one's status.
+    /// Sends a message with the caller's id and waits up to `request_timeout` for its
+    /// receipt.
+    ///
+    /// The message goes into the outbox first (and into the state directory, when there
+    /// is one), connected or not: while the client is reconnecting it waits there and is
+    /// sent, in order, right after the next `Open`. If no receipt comes in time the call
+    /// returns `Timeout` but the message stays queued; its receipt then comes as
+    /// [`Event::Sent`]. Sending again with the same id is safe: the gateway delivers each
+    /// id once and answers a repeat with the first one's status (a repeat while the first
+    /// still waits joins it). Fails at once with `InvalidArgument` (bad address or id,
+    /// over the gateway's limits), `OutboxFull` or `Storage`.
     pub async fn send_message(&self, mut message: Message) -> Result<SendOutcome, ClientError> {
         message.to = normalise(&message.to)?;
         if let Some(reply_to) = message.reply_to.take() {
             message.reply_to = Some(normalise(&reply_to)?);
         }
+        check_message(&message, None, None).map_err(ClientError::from)?;
         let id = message.id.clone();
-        match self.request(Op::Send(message)).await? {
-            Answer::Receipt(status) => Ok(SendOutcome { id, status }),
+        let to = message.to.clone();
+        // Handed over at once: concurrent sends keep the order of their calls.
+        let answer = self.submit(Op::Send(message))?;
+        let answer = tokio::time::timeout(self.request_timeout, answer)
+            .await
+            .map_err(|_| ClientError::Timeout)?;
+        match answer.unwrap_or_else(|_| Err(ClientError::closed("the session ended")))? {
+            Answer::Receipt(status) => Ok(SendOutcome { id, to, status }),
             other => Err(unexpected(&other)),
         }
     }
 
     /// The next event; `None` once the client is closed or disconnected for good.
     ///
-    /// Calling it again acknowledges the message or receipt it returned last: the gateway
-    /// then drops it and tells its sender it was delivered. An item not acknowledged (the
-    /// application stopped or failed before asking for more) is delivered again in the
-    /// next session, so messages are shown at least once. Meant for one consumer loop:
-    /// with concurrent callers, any call acknowledges the item another caller holds.
-    /// Cancel-safe.
+    /// Calling it again releases the message or receipt it returned last: with a state
+    /// directory, that is recorded there before this call goes on; then the item is
+    /// acknowledged to the gateway, which drops it and tells its sender it was
+    /// delivered. An item not released (the application stopped or failed before asking
+    /// for more) is delivered again in the next session, so items are shown at least
+    /// once; a released item is never shown again (see the crate documentation). Meant
+    /// for one consumer loop: with concurrent callers, any call releases the item another
+    /// caller holds. Cancel-safe.
     pub async fn next_event(&self) -> Option<Event> {
         self.release_held();
         let mut queue = self.events.lock().await;
@@ -245,52 +385,105 @@ impl Client {
         }
     }
 
-    /// Acknowledges the message or receipt returned last by [`Self::next_event`] now,
+    /// Releases the message or receipt returned last by [`Self::next_event`] now,
     /// instead of at the next call: for an application that handled it and stops.
     pub fn acknowledge(&self) {
         self.release_held();
     }
 
+    /// The device's network changed (Wi-Fi to cellular, a new address): moves the QUIC
+    /// connection to a fresh UDP socket, so that it continues on the new path without a
+    /// new handshake (QUIC connection migration). If that fails, the client reconnects.
+    /// While reconnecting, it makes the next attempt at once. Apps call this from their
+    /// platform's network-change callback.
+    pub fn network_changed(&self) {
+        // A closed client has nothing to move.
+        let _ = self.commands.send(Command::NetworkChanged);
+    }
+
     /// Says goodbye: sends `Bye` (after any acknowledgement due), waits briefly for the
-    /// gateway, and closes the connection. The item returned last by
-    /// [`Self::next_event`] is not acknowledged unless [`Self::acknowledge`] was called:
-    /// the application may have stopped because it could not handle it. Requests still
-    /// waiting fail with `Closed`; [`Self::next_event`] then returns `None`. Calling it
-    /// again does nothing.
+    /// gateway, and closes the connection. The gateway ends the session at once (nothing
+    /// to resume), so the presence kept in the state directory is forgotten; unanswered
+    /// messages stay in the outbox there (without a state directory they are dropped).
+    /// The item returned last by [`Self::next_event`] is not released unless
+    /// [`Self::acknowledge`] was called: the application may have stopped because it
+    /// could not handle it. Requests still waiting fail with `Closed`;
+    /// [`Self::next_event`] then returns `None`. Calling it again does nothing. The state
+    /// directory stays locked until the client is dropped.
     pub async fn close(&self) {
         let (done, finished) = oneshot::channel();
-        if self.commands.send(Command::Close { done }).await.is_ok() {
+        if self.commands.send(Command::Close { done }).is_ok() {
             let _ = finished.await;
         }
     }
 
+    /// Stops at once without a goodbye, as if the process had died: nothing more is sent
+    /// or recorded, and the gateway keeps the device's session for its resume window, so
+    /// that a new client with the same state directory resumes it. For tests and for
+    /// apps that are being killed. Calls made afterwards fail with `Closed`.
+    pub async fn abandon(&self) {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.abort();
+            // Resolves once the task is dropped, with its link and its state directory.
+            let _ = task.await;
+        }
+        self.lock_taken().state = None;
+    }
+
+    /// A request other than a message: waits for a turn among [`REQUESTS_MAX`], then
+    /// for its answer.
     async fn request(&self, op: Op) -> Result<Answer, ClientError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Request { op, reply })
+        let _turn = self
+            .requests
+            .acquire()
             .await
             .map_err(|_| ClientError::closed("the client is closed"))?;
-        answer
+        self.submit(op)?
             .await
             .unwrap_or_else(|_| Err(ClientError::closed("the session ended")))
     }
 
-    /// The application is done with the item handed out last: it may be acknowledged.
+    /// Hands a request to the driver, without waiting; the receiver gets its answer.
+    fn submit(
+        &self,
+        op: Op,
+    ) -> Result<oneshot::Receiver<Result<Answer, ClientError>>, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Request { op, reply })
+            .map_err(|_| ClientError::closed("the client is closed"))?;
+        Ok(answer)
+    }
+
+    /// The application is done with the item handed out last: it is recorded in the
+    /// state directory, then may be acknowledged.
     fn release_held(&self) {
         let mut taken = self.lock_taken();
-        if let Some(seq) = taken.held.take() {
-            taken.consumed.send_if_modified(|consumed| {
-                let newer = consumed.is_none_or(|c| seq > c);
-                if newer {
-                    *consumed = Some(seq);
-                }
-                newer
-            });
+        let Some(seq) = taken.held.take() else {
+            return;
+        };
+        if let Some(state) = &taken.state
+            && let Err(e) = state::lock(state).set_inbox_seen(seq)
+        {
+            tracing::error!(error = %e, seq, "cannot record a taken inbox item; it will come again");
+            return;
         }
+        taken.consumed.send_if_modified(|consumed| {
+            let newer = consumed.is_none_or(|c| seq > c);
+            if newer {
+                *consumed = Some(seq);
+            }
+            newer
+        });
     }
 
     fn lock_taken(&self) -> std::sync::MutexGuard<'_, Taken> {
-        // The lock guards two plain values; a panic elsewhere cannot leave them torn.
+        // The lock guards plain values; a panic elsewhere cannot leave them torn.
         self.taken.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -300,6 +493,16 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("user", &self.user)
             .finish_non_exhaustive()
+    }
+}
+
+/// What a client without a state directory starts from: a new random device.
+fn fresh_device() -> Saved {
+    Saved {
+        device: rand::random::<[u8; DEVICE_LEN]>().to_vec(),
+        inbox_seen: None,
+        presence: None,
+        outbox: Vec::new(),
     }
 }
 

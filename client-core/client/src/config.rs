@@ -3,10 +3,14 @@
 //! quinn/rustls client configuration tuned for a chat client on a weak mobile link.
 //!
 //! Owns: the trust decision (only the certificates in `ca_pem`; no system or webpki roots),
-//! ALPN, TLS 1.3 only, and the QUIC transport parameters. It may not open sockets, resolve
-//! names at validation time (addresses can change between reconnects) or log the token.
+//! ALPN, TLS 1.3 only with early data (0-RTT) enabled, and the QUIC transport parameters.
+//! The rustls configuration is built once per [`crate::Client`] and shared by all its
+//! connections: its session-ticket cache is what lets a reconnect send 0-RTT data. It may
+//! not open sockets, resolve names at validation time (addresses can change between
+//! reconnects), touch the state directory or log the token.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +26,7 @@ use crate::error::ClientError;
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(20);
 /// Default QUIC idle timeout: the link counts as lost after this long without a packet.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default time the QUIC handshake, the `Welcome` and each response may take.
+/// Default time the QUIC handshake, the `Opened` and each response may take.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Per-stream receive window: a chat session needs little, and small windows keep a
@@ -48,11 +52,13 @@ pub struct ClientConfig {
     pub user: String,
     /// The principal's access token. Never logged.
     pub token: String,
-    /// Interval of QUIC keep-alive pings; zero turns them off.
+    /// Interval of QUIC keep-alive pings; zero turns them off. This setting wins over
+    /// the interval the gateway suggests (`SessionInfo::suggested_keepalive_ms`).
     pub keepalive: Duration,
     /// The link counts as lost after this long without a packet from the gateway.
     pub idle_timeout: Duration,
-    /// How long the handshake, the `Welcome` and each response may take.
+    /// How long the handshake, the `Opened` and each response may take; also how long
+    /// `send` waits for a receipt (the message stays queued after that).
     pub request_timeout: Duration,
     /// Whether to reconnect when the link drops unexpectedly.
     pub reconnect: bool,
@@ -60,6 +66,13 @@ pub struct ClientConfig {
     /// [`crate::Event`]s. A client that does not, such as a presence-only watcher or a
     /// one-shot sender, leaves inbox items on the gateway for a client that does.
     pub inbox: bool,
+    /// A directory where this installation keeps its device id, what the application
+    /// has taken from the inbox, unanswered messages, its last presence and QUIC
+    /// address-validation tokens, so that a restarted process resumes its session (see
+    /// the crate documentation for the guarantee). Created if missing; one client at a
+    /// time, of one principal. `None`: a new random device per [`crate::Client`], and
+    /// nothing survives the process.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -76,6 +89,7 @@ impl ClientConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             reconnect: true,
             inbox: true,
+            state_dir: None,
         }
     }
 
@@ -114,6 +128,7 @@ impl ClientConfig {
             request_timeout: self.request_timeout,
             reconnect: self.reconnect,
             inbox: self.inbox,
+            state_dir: self.state_dir,
         })
     }
 
@@ -159,6 +174,7 @@ impl fmt::Debug for ClientConfig {
             .field("request_timeout", &self.request_timeout)
             .field("reconnect", &self.reconnect)
             .field("inbox", &self.inbox)
+            .field("state_dir", &self.state_dir)
             .finish()
     }
 }
@@ -175,6 +191,7 @@ pub(crate) struct Target {
     pub(crate) request_timeout: Duration,
     pub(crate) reconnect: bool,
     pub(crate) inbox: bool,
+    pub(crate) state_dir: Option<PathBuf>,
 }
 
 fn invalid(why: String) -> ClientError {
@@ -192,7 +209,8 @@ fn check_gateway(gateway: &str) -> Result<(), ClientError> {
 }
 
 /// rustls with the ring provider, TLS 1.3 only (QUIC requires it), trusting exactly the
-/// certificates in `pem`, offering the tern ALPN.
+/// certificates in `pem`, offering the tern ALPN, keeping session tickets (rustls'
+/// default in-memory cache) and sending early data with them.
 fn tls_config(pem: &[u8]) -> Result<QuicClientConfig, ClientError> {
     let mut roots = RootCertStore::empty();
     let mut found = 0;
@@ -213,6 +231,9 @@ fn tls_config(pem: &[u8]) -> Result<QuicClientConfig, ClientError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![tern_wire::ALPN.to_vec()];
+    // Only replay-safe frames are written before the handshake is confirmed (see
+    // `session`), so early data is safe to offer.
+    tls.enable_early_data = true;
     QuicClientConfig::try_from(tls).map_err(|e| ClientError::Tls(e.to_string()))
 }
 

@@ -1,50 +1,69 @@
 //! The background task behind a [`crate::Client`]: it owns the current [`Link`], serves
-//! the client's commands on it, forwards session events to the application, and
-//! reconnects with backoff when the link drops.
+//! the client's commands on it, forwards session events to the application, keeps the
+//! outbox, and reconnects with backoff when the link drops.
 //!
-//! Owns: the table of callers waiting for answers, the mapping of session events to
-//! [`Event`]s, the reconnect policy, and the goodbye. It may not parse frames or decide
-//! protocol questions (the session does), nor touch the application's side of the event
-//! queue (the client does).
+//! Owns: the table of callers waiting for answers, the outbox and the callers of each
+//! waiting message, the mapping of session events to [`Event`]s, what a new session needs
+//! (device, inbox position, outbox, presence to restore), the reconnect policy, network
+//! changes, [`SessionInfo`], and the goodbye. It may not parse frames or decide protocol
+//! questions (the session does), nor touch the application's side of the event queue
+//! (the client does).
 //!
 //! ## Reconnecting
 //! When a session ends and [`CloseReason::may_retry`] allows (and the configuration does),
 //! the driver emits `Reconnecting`, then tries again after [`Backoff`] delays until a new
 //! session opens (`Connected`) or the failure is final (`Disconnected`). A link that
-//! stayed up for [`STABLE_LINK`] starts the backoff over. Requests waiting when the link
-//! dropped fail with `Closed`; requests made while it is down fail at once with
-//! `NotConnected` (see [`Driver::offline`], where an offline queue would go).
+//! stayed up for [`STABLE_LINK`] starts the backoff over; so does a network change, which
+//! also cuts the current wait short. Requests waiting when the link dropped fail with
+//! `Closed`; requests made while it is down fail at once with `NotConnected`, except
+//! messages (see [`Driver::offline`]).
 //!
+//! ## The outbox
+//! Every message goes into the outbox (and the state directory) before it is sent, and
+//! leaves it when the gateway answers (a receipt, or a refusal). A new session sends the
+//! whole outbox right after `Open`, in order, with the same ids (as 0-RTT data when it
+//! can). A message whose request timed out or whose link dropped is simply sent again
+//! on the next session; its callers keep waiting until their own deadline. An answer
+//! nobody waits for any more is surfaced as [`Event::Sent`].
+//!
+//! ## What a new session restores
 //! Subscriptions are durable on the gateway, so nothing about them is replayed. Presence
-//! is not: when the link drops, the gateway marks the presentity CLOSED. So the last
-//! presence the gateway accepted is published again first thing on each new session.
+//! is kept by the gateway while a device session is parked, so after a resumption
+//! nothing is published; after a fresh session (the session truly ended and the gateway
+//! marked the presentity CLOSED) the last presence the gateway accepted is published
+//! again first thing.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tern_wire::frame::ReqId;
-use tern_wire::{PresenceDoc, ReceiptStatus};
+use tern_wire::limits::DEFAULT_FRAME_MAX;
+use tern_wire::{ErrorCode, Message, Presence, PresenceDoc, ReceiptStatus};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backoff::Backoff;
-use crate::client::{ConnectionState, Event};
+use crate::client::{ConnectionState, Event, SendOutcome, SessionInfo};
 use crate::config::Target;
 use crate::error::ClientError;
-use crate::link::{Link, Op};
-use crate::session::{CloseReason, Reply, SessionEvent};
+use crate::link::{Link, Op, Opening};
+use crate::outbox::{OUTBOX_MAX, Outbox};
+use crate::session::{Admitted, CloseReason, Reply, SessionEvent, check_message};
+use crate::state::{self, SharedState};
 
 /// A link that stayed up this long resets the reconnect backoff.
 pub(crate) const STABLE_LINK: Duration = Duration::from_secs(10);
 
+/// Where a request's answer goes.
+pub(crate) type Responder = oneshot::Sender<Result<Answer, ClientError>>;
+
 /// What the client asks of the driver.
 pub(crate) enum Command {
     /// A request; the answer goes to `reply`.
-    Request {
-        op: Op,
-        reply: oneshot::Sender<Result<Answer, ClientError>>,
-    },
+    Request { op: Op, reply: Responder },
+    /// The network changed: move the connection to a new socket.
+    NetworkChanged,
     /// Say goodbye and stop; `done` fires when the link is closed.
     Close { done: oneshot::Sender<()> },
 }
@@ -60,60 +79,95 @@ pub(crate) enum Answer {
 /// Who waits for the answer to a request.
 enum Waiter {
     /// A caller of the client.
-    Caller(oneshot::Sender<Result<Answer, ClientError>>),
+    Caller(Responder),
     /// A caller's `Publish`: on success its presence is the one to restore.
-    Publish(
-        oneshot::Sender<Result<Answer, ClientError>>,
-        tern_wire::Presence,
-    ),
-    /// The driver's own re-publication after a reconnect.
+    Publish(Responder, Presence),
+    /// The driver's own re-publication after a fresh session.
     Restore,
+    /// A message of the outbox, by id; its callers are in `Driver::senders`.
+    Outbox(Vec<u8>),
+}
+
+/// Everything the driver starts from.
+pub(crate) struct Setup {
+    pub(crate) target: Arc<Target>,
+    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) events: mpsc::UnboundedSender<Event>,
+    /// The highest inbox item the application has released (already recorded).
+    pub(crate) consumed: watch::Receiver<Option<u64>>,
+    pub(crate) state: Option<SharedState>,
+    pub(crate) device: Vec<u8>,
+    /// The presence to restore after a fresh session.
+    pub(crate) presence: Option<Presence>,
+    pub(crate) outbox: Outbox,
+    pub(crate) info: Arc<Mutex<SessionInfo>>,
 }
 
 pub(crate) struct Driver {
     target: Arc<Target>,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
-    /// The highest inbox sequence number the application has taken.
     consumed: watch::Receiver<Option<u64>>,
     consumed_open: bool,
     waiting: HashMap<ReqId, Waiter>,
-    /// The last presence the gateway accepted, published again after a reconnect.
-    published: Option<tern_wire::Presence>,
+    outbox: Outbox,
+    /// Callers waiting for the receipt of an outbox message, by message id.
+    senders: HashMap<Vec<u8>, Vec<Responder>>,
+    /// The last presence the gateway accepted, published again after a fresh session.
+    published: Option<Presence>,
+    state: Option<SharedState>,
+    device: Vec<u8>,
+    /// The gateway's limits as last announced.
+    frame_max: Option<u32>,
+    body_max: Option<u32>,
+    info: Arc<Mutex<SessionInfo>>,
     /// The client said goodbye, or was dropped.
     closing: bool,
     done: Option<oneshot::Sender<()>>,
 }
 
+/// How a stretch of offline work ended.
+enum Offline<T> {
+    Done(T),
+    /// The network changed: the wait may end early.
+    NetworkChanged,
+    /// The client closed or was dropped.
+    Stopped,
+}
+
 impl Driver {
-    pub(crate) fn new(
-        target: Arc<Target>,
-        commands: mpsc::Receiver<Command>,
-        events: mpsc::UnboundedSender<Event>,
-        consumed: watch::Receiver<Option<u64>>,
-    ) -> Self {
+    pub(crate) fn new(setup: Setup) -> Self {
         Self {
-            target,
-            commands,
-            events,
-            consumed,
+            target: setup.target,
+            commands: setup.commands,
+            events: setup.events,
+            consumed: setup.consumed,
             consumed_open: true,
             waiting: HashMap::new(),
-            published: None,
+            outbox: setup.outbox,
+            senders: HashMap::new(),
+            published: setup.presence,
+            state: setup.state,
+            device: setup.device,
+            frame_max: None,
+            body_max: None,
+            info: setup.info,
             closing: false,
             done: None,
         }
     }
 
     /// Runs until the client closes, is dropped, or the connection is lost for good.
+    /// `link` has been [adopted](Self::adopt) already.
     pub(crate) async fn run(mut self, mut link: Link) {
         let mut backoff = Backoff::default();
         loop {
             let up_since = Instant::now();
             let reason = self.serve(&mut link).await;
             // The session answered every waiting request before closing; drop any rest
-            // (their callers see `Closed`).
+            // (their callers see `Closed`). Messages stay in the outbox.
             self.waiting.clear();
+            self.outbox.link_lost();
             link.shutdown().await;
             if self.closing {
                 break;
@@ -124,7 +178,7 @@ impl Driver {
                 self.emit(Event::Connection(ConnectionState::Disconnected { reason }));
                 break;
             }
-            tracing::info!(%reason, "link lost; reconnecting");
+            tracing::info!(%reason, queued = self.outbox.len(), "link lost; reconnecting");
             if up_since.elapsed() >= STABLE_LINK {
                 backoff.reset();
             }
@@ -133,15 +187,57 @@ impl Driver {
             match self.reconnect(&mut backoff).await {
                 Some(new) => {
                     link = new;
-                    tracing::info!("reconnected");
-                    self.restore_presence(&mut link);
-                    self.emit(Event::Connection(ConnectionState::Connected));
+                    self.adopt(&mut link, true);
                 }
                 None => break,
             }
         }
+        if self.closing {
+            // A goodbye ends the session for good: the gateway closed the presence, and
+            // a later process must not bring it back.
+            self.forget_presence();
+        }
+        // The state directory (and its lock) goes before `close()` returns.
+        self.state = None;
         if let Some(done) = self.done.take() {
             let _ = done.send(());
+        }
+    }
+
+    /// Takes over a newly opened session: the outbox it carries, what it tells, and what
+    /// must be restored on it. The client calls it for the first link before it returns
+    /// from `connect`, so that [`SessionInfo`] is current by then.
+    pub(crate) fn adopt(&mut self, link: &mut Link, reconnected: bool) {
+        let admitted = link.session.admitted().cloned();
+        let resumed = admitted.as_ref().is_some_and(Admitted::resumed);
+        self.frame_max = admitted.as_ref().map(Admitted::frame_max);
+        self.body_max = admitted.as_ref().map(Admitted::body_max);
+        for (req, id) in link.take_resent() {
+            self.outbox.sent(&id, req);
+            self.waiting.insert(req, Waiter::Outbox(id));
+        }
+        // Messages queued while the session was being opened.
+        self.feed(link);
+        let zero_rtt = link.zero_rtt();
+        {
+            let mut info = self.info.lock().unwrap_or_else(PoisonError::into_inner);
+            info.resumed = resumed;
+            info.zero_rtt = zero_rtt;
+            info.connections += 1;
+            info.suggested_keepalive_ms =
+                admitted.as_ref().and_then(Admitted::suggested_keepalive_ms);
+        }
+        tracing::info!(
+            resumed,
+            ?zero_rtt,
+            queued = self.outbox.len(),
+            "session open"
+        );
+        if !resumed {
+            self.restore_presence(link);
+        }
+        if reconnected {
+            self.emit(Event::Connection(ConnectionState::Connected));
         }
     }
 
@@ -152,9 +248,9 @@ impl Driver {
             if let Some(reason) = link.session.close_reason() {
                 return reason.clone();
             }
-            let take = !self.closing && link.can_take_request();
+            self.feed(link);
             tokio::select! {
-                command = self.commands.recv(), if take => self.on_command(link, command),
+                command = self.commands.recv(), if !self.closing => self.on_command(link, command),
                 changed = self.consumed.changed(), if self.consumed_open => match changed {
                     Ok(()) => {
                         if let Some(upto) = self.latest_consumed() {
@@ -173,6 +269,17 @@ impl Driver {
         match command {
             None => self.leave(link, None),
             Some(Command::Close { done }) => self.leave(link, Some(done)),
+            Some(Command::NetworkChanged) => {
+                if let Err(e) = link.rebind() {
+                    tracing::warn!(error = %e, "cannot move to a new socket; reconnecting");
+                    let why = format!("the network changed and the socket could not move: {e}");
+                    link.session.handle_closed(CloseReason::Link(why));
+                }
+            }
+            Some(Command::Request {
+                op: Op::Send(message),
+                reply,
+            }) => self.queue_message(Some(link), message, reply),
             Some(Command::Request { op, reply }) => {
                 let presence = match &op {
                     Op::Publish(presence) => Some(presence.clone()),
@@ -194,8 +301,103 @@ impl Driver {
         }
     }
 
-    /// Publishes the last accepted presence again on a new session (the gateway marked
-    /// it CLOSED when the old one dropped).
+    /// Puts a message in the outbox (and the state directory) and, when a link is up,
+    /// sends it. A message whose id already waits gets another caller instead.
+    fn queue_message(&mut self, link: Option<&mut Link>, message: Message, reply: Responder) {
+        let id = message.id.clone();
+        if self.outbox.contains(&id) {
+            self.senders.entry(id).or_default().push(reply);
+            return;
+        }
+        if let Err(e) = check_message(&message, self.frame_max, self.body_max) {
+            let _ = reply.send(Err(e.into()));
+            return;
+        }
+        if self.outbox.is_full() {
+            let limit = u32::try_from(OUTBOX_MAX).unwrap_or(u32::MAX);
+            let _ = reply.send(Err(ClientError::OutboxFull { limit }));
+            return;
+        }
+        if let Some(state) = &self.state
+            && let Err(e) = state::lock(state).add_outgoing(self.outbox.next_seq(), &message)
+        {
+            let _ = reply.send(Err(e.into()));
+            return;
+        }
+        self.outbox.push(message);
+        self.senders.insert(id, vec![reply]);
+        match link {
+            Some(link) => self.feed(link),
+            None => tracing::debug!(queued = self.outbox.len(), "message queued while offline"),
+        }
+    }
+
+    /// Hands the link the outbox messages not sent on it yet, oldest first, while it has
+    /// room (a slow link keeps the rest in the outbox, not in its write buffer).
+    fn feed(&mut self, link: &mut Link) {
+        while link.can_take_request() {
+            let Some(message) = self.outbox.next_unsent() else {
+                return;
+            };
+            if !self.send_queued(link, message) {
+                return;
+            }
+        }
+    }
+
+    /// Sends an outbox message on the current link; `false` if the session takes no
+    /// more (it is closing: the next one sends it).
+    fn send_queued(&mut self, link: &mut Link, message: Message) -> bool {
+        let id = message.id.clone();
+        match link.request(Op::Send(message)) {
+            Ok(req) => {
+                self.outbox.sent(&id, req);
+                self.waiting.insert(req, Waiter::Outbox(id));
+                true
+            }
+            // Over the limits the gateway announced since it was queued: it can never go.
+            Err(e @ ClientError::InvalidArgument(_)) => {
+                tracing::warn!(error = %e, "a queued message cannot be sent; dropped");
+                self.settle(&id, Err(e));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The gateway answered an outbox message (or it cannot be sent): it leaves the
+    /// outbox, and its callers, or else the application's event queue, hear of it.
+    fn settle(&mut self, id: &[u8], result: Result<ReceiptStatus, ClientError>) {
+        let Some(entry) = self.outbox.remove(id) else {
+            return;
+        };
+        if let Some(state) = &self.state
+            && let Err(e) = state::lock(state).remove_outgoing(id)
+        {
+            // It will be sent again by a later process; the gateway answers the repeat.
+            tracing::warn!(error = %e, "cannot forget an answered message");
+        }
+        let mut heard = false;
+        for caller in self.senders.remove(id).unwrap_or_default() {
+            heard |= caller.send(result.clone().map(Answer::Receipt)).is_ok();
+        }
+        if !heard {
+            let status = match result {
+                Ok(status) => status,
+                Err(ClientError::Failed { code, .. }) => ReceiptStatus::Failed(ErrorCode(code)),
+                Err(_) => ReceiptStatus::Failed(ErrorCode::TOO_LARGE),
+            };
+            let outcome = SendOutcome {
+                id: id.to_vec(),
+                to: entry.message.to,
+                status,
+            };
+            self.emit(Event::Sent(outcome));
+        }
+    }
+
+    /// Publishes the last accepted presence again on a fresh session (the gateway marked
+    /// it CLOSED when the old one ended).
     fn restore_presence(&mut self, link: &mut Link) {
         let Some(presence) = self.published.clone() else {
             return;
@@ -208,7 +410,7 @@ impl Driver {
         }
     }
 
-    /// Starts the goodbye: what the application has handled is acknowledged first.
+    /// Starts the goodbye: what the application has released is acknowledged first.
     fn leave(&mut self, link: &mut Link, done: Option<oneshot::Sender<()>>) {
         self.closing = true;
         self.done = done;
@@ -223,14 +425,14 @@ impl Driver {
     fn dispatch(&mut self, link: &mut Link) {
         while let Some(event) = link.session.poll_event() {
             match event {
-                SessionEvent::Opened(welcome) => {
-                    tracing::debug!(user = %welcome.user, frame_max = welcome.frame_max, "session open");
+                SessionEvent::Opened(admitted) => {
+                    tracing::debug!(user = %admitted.user(), frame_max = admitted.frame_max(), "session opened");
                 }
-                SessionEvent::Reply { req, reply } => {
-                    if let Some(waiter) = self.waiting.remove(&req) {
-                        self.answered(waiter, answer(reply));
-                    }
-                }
+                SessionEvent::Reply { req, reply } => match self.waiting.remove(&req) {
+                    Some(Waiter::Outbox(id)) => self.message_answered(&id, reply),
+                    Some(waiter) => self.answered(waiter, answer(reply)),
+                    None => {}
+                },
                 SessionEvent::Notify(doc) => self.emit(Event::Presence(doc)),
                 SessionEvent::Message { seq, message } => {
                     self.emit(Event::Message { seq, message });
@@ -243,49 +445,90 @@ impl Driver {
         }
     }
 
+    fn message_answered(&mut self, id: &[u8], reply: Reply) {
+        match reply {
+            Reply::Receipt(status) => self.settle(id, Ok(status)),
+            Reply::Failed { code, text } => {
+                self.settle(id, Err(ClientError::Failed { code: code.0, text }));
+            }
+            // Unanswered: it goes again on the next session; its callers keep waiting.
+            Reply::TimedOut | Reply::Lost | Reply::Done | Reply::Presence(_) => {
+                self.outbox.unanswered(id);
+            }
+        }
+    }
+
     /// Attempts new sessions after backoff delays. `None` when the client closed or the
     /// failure is final (then `Disconnected` was emitted).
     async fn reconnect(&mut self, backoff: &mut Backoff) -> Option<Link> {
         loop {
             let delay = backoff.next_delay(rand::random::<f64>());
             tracing::debug!(?delay, "next connection attempt");
-            self.offline(tokio::time::sleep(delay)).await?;
+            match self.offline(tokio::time::sleep(delay), true).await {
+                Offline::Done(()) => {}
+                Offline::NetworkChanged => {
+                    tracing::info!("the network changed; trying at once");
+                    backoff.reset();
+                }
+                Offline::Stopped => return None,
+            }
             let target = Arc::clone(&self.target);
-            let consumed = self.latest_consumed();
-            let attempt = async move { Link::establish(&target, consumed).await };
-            match self.offline(attempt).await? {
-                Ok(link) => return Some(link),
-                Err(e) if e.is_final() => {
+            let opening = self.opening();
+            let attempt = async move { Link::establish(&target, &opening).await };
+            match self.offline(attempt, false).await {
+                Offline::Done(Ok(link)) => return Some(link),
+                Offline::Done(Err(e)) if e.is_final() => {
                     tracing::warn!(error = %e, "reconnect refused; giving up");
                     let reason = e.to_string();
                     self.emit(Event::Connection(ConnectionState::Disconnected { reason }));
                     return None;
                 }
-                Err(e) => tracing::info!(error = %e, "reconnect failed"),
+                Offline::Done(Err(e)) => tracing::info!(error = %e, "reconnect failed"),
+                Offline::NetworkChanged => {}
+                Offline::Stopped => return None,
             }
         }
     }
 
-    /// Runs `work` while the link is down, answering commands meanwhile. `None` when the
-    /// client closed or was dropped.
+    /// What the next session opens with.
+    fn opening(&self) -> Opening {
+        Opening {
+            device: self.device.clone(),
+            consumed: self.latest_consumed(),
+            frame_max: self.frame_max.unwrap_or(DEFAULT_FRAME_MAX),
+            outbox: self.outbox.messages(),
+        }
+    }
+
+    /// Runs `work` while the link is down, answering commands meanwhile.
     ///
-    /// OFFLINE QUEUE: requests made while offline are refused here with `NotConnected`.
-    /// A later offline queue belongs exactly here: keep them (bounded, with their
-    /// deadlines) and hand them to the next link after `Welcome`, before new ones.
-    async fn offline<F: Future>(&mut self, work: F) -> Option<F::Output> {
+    /// OFFLINE QUEUE: messages go into the outbox (and the state directory) and their
+    /// callers wait, up to their own deadline, for the receipt that the next session
+    /// brings; the next session sends them right after `Open`, before anything else.
+    /// Other requests are refused with `NotConnected`: presence and subscriptions are
+    /// state, not history, and the application is told `Reconnecting`. A network change
+    /// ends `work` early when `interruptible` (a backoff wait).
+    async fn offline<F: Future>(&mut self, work: F, interruptible: bool) -> Offline<F::Output> {
         let mut work = std::pin::pin!(work);
         loop {
             tokio::select! {
-                out = &mut work => return Some(out),
+                out = &mut work => return Offline::Done(out),
                 command = self.commands.recv() => match command {
                     None => {
                         self.closing = true;
-                        return None;
+                        return Offline::Stopped;
                     }
                     Some(Command::Close { done }) => {
                         self.closing = true;
                         self.done = Some(done);
-                        return None;
+                        return Offline::Stopped;
+                    }
+                    Some(Command::NetworkChanged) if interruptible => {
+                        return Offline::NetworkChanged;
+                    }
+                    Some(Command::NetworkChanged) => {}
+                    Some(Command::Request { op: Op::Send(message), reply }) => {
+                        self.queue_message(None, message, reply);
                     }
                     Some(Command::Request { reply, .. }) => {
                         let _ = reply.send(Err(ClientError::NotConnected));
@@ -302,7 +545,7 @@ impl Driver {
             }
             Waiter::Publish(reply, presence) => {
                 if answer.is_ok() {
-                    self.published = Some(presence);
+                    self.remember_presence(presence);
                 }
                 let _ = reply.send(answer);
             }
@@ -310,6 +553,30 @@ impl Driver {
                 Ok(_) => tracing::debug!("presence restored"),
                 Err(e) => tracing::warn!(error = %e, "cannot restore presence"),
             },
+            Waiter::Outbox(id) => {
+                // Routed to `message_answered` by `dispatch`; an answer here is a receipt.
+                if let Ok(Answer::Receipt(status)) = answer {
+                    self.settle(&id, Ok(status));
+                }
+            }
+        }
+    }
+
+    fn remember_presence(&mut self, presence: Presence) {
+        if let Some(state) = &self.state
+            && let Err(e) = state::lock(state).set_presence(Some(&presence))
+        {
+            tracing::warn!(error = %e, "cannot keep the presence for a later process");
+        }
+        self.published = Some(presence);
+    }
+
+    fn forget_presence(&mut self) {
+        self.published = None;
+        if let Some(state) = &self.state
+            && let Err(e) = state::lock(state).set_presence(None)
+        {
+            tracing::warn!(error = %e, "cannot forget the kept presence");
         }
     }
 

@@ -47,9 +47,21 @@ pub enum ClientError {
         text: String,
     },
     /// The link is down and the client is reconnecting; try again after
-    /// `ConnectionState::Connected`. Nothing was sent.
+    /// `ConnectionState::Connected`. Nothing was sent. (Messages are not refused this
+    /// way: they wait in the outbox.)
     #[error("not connected: reconnecting")]
     NotConnected,
+    /// Too many messages wait for their receipt already (the link is down or slow); this
+    /// one was not accepted. `limit` is the outbox's capacity.
+    #[error("the outbox is full ({limit} messages wait for their receipt)")]
+    OutboxFull {
+        /// How many messages may wait.
+        limit: u32,
+    },
+    /// The state directory cannot be used: an I/O error, a corrupt file or one of a
+    /// newer format, or another client using it. Nothing was sent.
+    #[error("state directory: {0}")]
+    Storage(String),
     /// The session ended (link lost, gateway closed it, or `close()` was called) before
     /// the request was answered; its fate is unknown.
     #[error("closed: {reason}")]
@@ -57,7 +69,9 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
-    /// No answer came in time; the request's fate is unknown.
+    /// No answer came in time; the request's fate is unknown. A message that timed out
+    /// stays in the outbox and is sent again (same id) until the gateway answers; that
+    /// answer comes as `Event::Sent`.
     #[error("timed out")]
     Timeout,
     /// The gateway broke the protocol, or speaks another version.
@@ -75,7 +89,7 @@ impl ClientError {
     pub(crate) fn is_final(&self) -> bool {
         match self {
             Self::Rejected { code, .. } => !is_transient(ErrorCode(*code)),
-            Self::Protocol(_) | Self::InvalidArgument(_) => true,
+            Self::Protocol(_) | Self::InvalidArgument(_) | Self::Storage(_) => true,
             _ => false,
         }
     }

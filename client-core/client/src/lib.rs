@@ -5,33 +5,71 @@
 //!   no quinn, no clock). It can be driven by any runtime, and by tests in virtual time.
 //! * The async API over tokio, quinn and rustls: [`Client::connect`] with a
 //!   [`ClientConfig`], requests (`publish`, `fetch`, `subscribe`, `unsubscribe`, `send`),
-//!   [`Client::next_event`] for pushes and connection changes, and [`Client::close`]. It
-//!   reconnects with backoff when the link drops.
+//!   [`Client::next_event`] for pushes and connection changes, and [`Client::close`].
+//!
+//! Made for the worst links (phones on trains, satellite, NB-IoT):
+//! * **Resumable device sessions.** Every session opens with `Open`, naming a device
+//!   (16 random bytes). When the link is lost without a goodbye the gateway parks the
+//!   session for its resume window; the next `Open` of the same device resumes it
+//!   ([`SessionInfo::resumed`]): presence and subscriptions were kept, and the presence
+//!   is not published again.
+//! * **Reconnects** with backoff when the link drops, with the same device.
+//! * **An offline queue**: `send` never fails for want of a link. Messages wait in the
+//!   outbox, are sent right after `Open` on the next session in order with the same ids
+//!   (the gateway delivers each id once), and a receipt that comes after `send` gave up
+//!   waiting arrives as [`Event::Sent`].
+//! * **0-RTT** within a process: a reconnect sends `Open` and the outbox in its first
+//!   flight, before the handshake completes (only frames whose replay is harmless:
+//!   `Open`, `Send`, `Ack`; see [`session`]). [`SessionInfo::zero_rtt`] tells whether it
+//!   happened.
+//! * **Connection migration**: [`Client::network_changed`] moves the connection to a new
+//!   UDP socket without a new handshake.
+//! * **A state directory** ([`ClientConfig::state_dir`]): the device id, what the
+//!   application has taken from the inbox, unanswered messages, the last presence and
+//!   QUIC address-validation tokens survive the process, so a restarted application
+//!   resumes its session and resends what was not answered.
+//!
+//! ## Delivery guarantee
+//! Inbox items (messages, late receipts) are shown **at least once**: an item is
+//! acknowledged to the gateway only after the application released it (by calling
+//! [`Client::next_event`] again, or [`Client::acknowledge`]). With a state directory,
+//! a released item is recorded there before the call goes on and before any `Ack`
+//! covering it leaves, so it is shown **at most once**, across restarts too. An item
+//! shown but not released when the process dies is shown again. Messages accepted by
+//! `send` reach the gateway at least once and are delivered once. The exact rules are
+//! in the `state` module's source documentation.
 //!
 //! This crate does not define the protocol (that is `tern-wire`, whose frame types are
-//! re-exported here), store anything, or queue requests while offline.
+//! re-exported here).
 //!
 //! Module map (each owns one thing): `config` (configuration, TLS and QUIC settings),
-//! `link` (one QUIC connection and the byte pump), `driver` (the background task:
-//! commands, events, reconnects), `backoff` (reconnect delays), `client` (the public
-//! handle), `error` ([`ClientError`]).
+//! `link` (one QUIC connection: handshake with 0-RTT, migration, the byte pump),
+//! `driver` (the background task: commands, events, outbox, reconnects), `outbox` (the
+//! waiting messages, pure), `state` (the state directory and its files), `backoff`
+//! (reconnect delays), `client` (the public handle), `error` ([`ClientError`]).
 //!
 //! ```no_run
 //! # async fn demo(ca_pem: Vec<u8>) -> Result<(), tern_client::ClientError> {
 //! use tern_client::{Client, ClientConfig, Event};
-//! let config = ClientConfig::new(
-//!     "gw.example.com:4433".into(),
-//!     "alice@example.com".into(),
-//!     "token".into(),
-//!     ca_pem,
-//! );
+//! let config = ClientConfig {
+//!     state_dir: Some("/var/lib/myapp/tern".into()),
+//!     ..ClientConfig::new(
+//!         "gw.example.com:4433".into(),
+//!         "alice@example.com".into(),
+//!         "token".into(),
+//!         ca_pem,
+//!     )
+//! };
 //! let client = Client::connect(config).await?;
+//! println!("resumed: {}", client.session_info().resumed);
 //! let doc = client.subscribe("bob@example.com".into()).await?;
 //! println!("bob is open: {}", doc.presence.is_open());
 //! client.send("bob@example.com".into(), b"hi".to_vec(), None).await?;
 //! while let Some(event) = client.next_event().await {
-//!     if let Event::Message { message, .. } = event {
-//!         println!("message from {}", message.from);
+//!     match event {
+//!         Event::Message { message, .. } => println!("message from {}", message.from),
+//!         Event::Sent(outcome) => println!("{:?} is {:?}", outcome.id, outcome.status),
+//!         _ => {}
 //!     }
 //! }
 //! # Ok(()) }
@@ -43,9 +81,14 @@ mod config;
 mod driver;
 mod error;
 mod link;
+mod outbox;
 pub mod session;
+mod state;
 
-pub use client::{Client, ConnectionState, Event, MESSAGE_ID_LEN, SendOutcome, new_message_id};
+pub use client::{
+    Client, ConnectionState, Event, MESSAGE_ID_LEN, SendOutcome, SessionInfo, ZeroRtt,
+    new_message_id,
+};
 pub use config::{ClientConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_REQUEST_TIMEOUT};
 pub use error::ClientError;
 pub use tern_wire::{

@@ -1,31 +1,46 @@
 //! One connection to the gateway: a QUIC connection, its single bidirectional session
 //! stream, and the byte pump between that stream and a [`Session`].
 //!
-//! Owns: name resolution and the UDP socket of one attempt, the QUIC handshake, the
-//! length-delimited framing (`tern_wire::codec`) in both directions, write buffering,
-//! feeding the session its frames, deadlines and link failures, and closing the QUIC
-//! connection when the session ends. It may not decide anything about the protocol (the
-//! session does), reconnect, or talk to the application (the driver does).
+//! Owns: name resolution and the UDP socket of one connection (and moving it to a new
+//! socket when the network changes), the QUIC handshake with 0-RTT when a session ticket
+//! allows it, the length-delimited framing (`tern_wire::codec`) in both directions, write
+//! buffering, feeding the session its frames, deadlines, handshake confirmation and link
+//! failures, and closing the QUIC connection when the session ends. It may not decide
+//! anything about the protocol (the session does), reconnect, or talk to the application
+//! (the driver does).
+//!
+//! ## Opening a session
+//! [`Link::establish`] connects and writes `Open` followed by every message of the
+//! outbox, in order. With a session ticket from an earlier connection of the same
+//! client (the rustls configuration is shared), that first flight is 0-RTT data: it
+//! leaves before the handshake completes. The session holds back every frame that is not
+//! replay-safe until the handshake is confirmed. If the gateway rejects the early data,
+//! quinn discards the stream; the link opens a new one and writes the same flight again.
+//! Without a ticket, it is an ordinary handshake. [`Link::zero_rtt`] tells which.
 //!
 //! Every await in [`Link::io`] is cancel-safe, so the driver can `select!` on it.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use quinn::{Connection, Endpoint, ReadError, RecvStream, SendStream, VarInt, WriteError};
+use quinn::{
+    Connecting, Connection, ConnectionError, Endpoint, ReadError, RecvStream, SendStream, VarInt,
+    WriteError, ZeroRttAccepted,
+};
 use tern_wire::codec::{self, CodecError, FrameBuf};
 use tern_wire::frame::ReqId;
 use tern_wire::limits::FRAME_MAX;
-use tern_wire::{Down, ErrorCode};
+use tern_wire::{Down, ErrorCode, Message};
 
+use crate::client::ZeroRtt;
 use crate::config::Target;
 use crate::error::{ClientError, handshake_error, link_lost};
 use crate::session::{CloseReason, Session, SessionConfig, down_name, up_name};
 
 /// Bytes read from the stream at a time.
 const READ_CHUNK: usize = 16 * 1024;
-/// Above this many unwritten bytes the link takes no new requests (the gateway or the
-/// network is not keeping up; requests wait in the command queue instead).
+/// Above this many unwritten bytes the link takes no more messages (the gateway or the
+/// network is not keeping up; messages wait in the outbox instead).
 const OUTBOX_HIGH: usize = 256 * 1024;
 /// How long a closing link waits for its CONNECTION_CLOSE to leave.
 const CLOSE_DRAIN: Duration = Duration::from_millis(500);
@@ -37,7 +52,21 @@ pub(crate) enum Op {
     Fetch(String),
     Subscribe(String),
     Unsubscribe(String),
-    Send(tern_wire::Message),
+    Send(Message),
+}
+
+/// What a new session opens with, besides the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Opening {
+    /// The device id.
+    pub(crate) device: Vec<u8>,
+    /// The highest inbox item the application has taken (and, with a state directory,
+    /// recorded).
+    pub(crate) consumed: Option<u64>,
+    /// The gateway's frame limit as last announced.
+    pub(crate) frame_max: u32,
+    /// Messages waiting for their receipt, sent right after `Open`, in this order.
+    pub(crate) outbox: Vec<Message>,
 }
 
 /// One connection and its session.
@@ -61,45 +90,147 @@ pub(crate) struct Link {
     /// The gateway is closing or gone (it sent `Close`, or the connection is lost): it
     /// needs no CONNECTION_CLOSE from us.
     peer_done: bool,
+    /// Whether the first flight went as 0-RTT data, and its fate.
+    zero_rtt: ZeroRtt,
+    /// The outbox messages sent after `Open`: request id and message id, in order. Taken
+    /// by the driver.
+    resent: Vec<(ReqId, Vec<u8>)>,
     pub(crate) session: Session,
 }
 
 impl Link {
-    /// Connects, opens the session stream, says `Hello` and waits for `Welcome`. Frames
-    /// that follow `Welcome` in the same read stay queued in the session.
-    pub(crate) async fn establish(
-        target: &Target,
-        consumed: Option<u64>,
-    ) -> Result<Self, ClientError> {
+    /// Connects, opens the session stream, writes `Open` and the outbox (as 0-RTT data
+    /// when a ticket allows) and waits for `Opened`. Frames that follow `Opened` in the
+    /// same read stay queued in the session.
+    pub(crate) async fn establish(target: &Target, opening: &Opening) -> Result<Self, ClientError> {
         let addr = resolve(&target.gateway).await?;
-        let bind: SocketAddr = if addr.is_ipv6() {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let endpoint = Endpoint::client(bind)
+        let endpoint = Endpoint::client(unspecified(addr))
             .map_err(|e| ClientError::Connect(format!("cannot open a UDP socket: {e}")))?;
         let connecting = endpoint
             .connect_with(target.quic.clone(), addr, &target.server_name)
             .map_err(|e| ClientError::Connect(e.to_string()))?;
         tracing::debug!(%addr, server_name = %target.server_name, "connecting");
         let wait = target.request_timeout;
-        let conn = tokio::time::timeout(wait, connecting)
+        let handshake = async {
+            match connecting.into_0rtt() {
+                Ok((conn, accepted)) => {
+                    Self::early(endpoint, conn, accepted, target, opening).await
+                }
+                Err(connecting) => Self::full(endpoint, connecting, target, opening).await,
+            }
+        };
+        let mut link = tokio::time::timeout(wait, handshake)
             .await
             .map_err(|_| ClientError::Connect(format!("no answer from {addr} within {wait:?}")))?
             .map_err(|e| handshake_error(e, addr))?;
-        let (send, recv) = conn.open_bi().await.map_err(|e| handshake_error(e, addr))?;
-        let session = Session::new(
-            Instant::now(),
+        loop {
+            if link.session.admitted().is_some() {
+                return Ok(link);
+            }
+            if let Some(reason) = link.session.close_reason() {
+                let error = ClientError::from(reason.clone());
+                link.shutdown().await;
+                return Err(error);
+            }
+            link.io().await;
+        }
+    }
+
+    /// An ordinary handshake, then the first flight.
+    async fn full(
+        endpoint: Endpoint,
+        connecting: Connecting,
+        target: &Target,
+        opening: &Opening,
+    ) -> Result<Self, ConnectionError> {
+        let conn = connecting.await?;
+        let (send, recv) = conn.open_bi().await?;
+        let mut link = Self::new(endpoint, conn, send, recv, target, opening, false);
+        link.flush();
+        Ok(link)
+    }
+
+    /// The first flight as 0-RTT data while the handshake completes; written again on a
+    /// new stream if the gateway rejects it.
+    async fn early(
+        endpoint: Endpoint,
+        conn: Connection,
+        accepted: ZeroRttAccepted,
+        target: &Target,
+        opening: &Opening,
+    ) -> Result<Self, ConnectionError> {
+        let (send, recv) = conn.open_bi().await?;
+        let mut link = Self::new(endpoint, conn, send, recv, target, opening, true);
+        link.flush();
+        let mut accepted = std::pin::pin!(accepted);
+        let accepted = loop {
+            if link.outbox.is_empty() {
+                break accepted.await;
+            }
+            tokio::select! {
+                verdict = &mut accepted => break verdict,
+                wrote = link.send.write(&link.outbox) => match wrote {
+                    Ok(n) => {
+                        link.outbox.drain(..n.min(link.outbox.len()));
+                    }
+                    // Rejected or lost: the verdict tells which.
+                    Err(_) => break accepted.await,
+                },
+            }
+        };
+        link.zero_rtt = ZeroRtt::Sent { accepted };
+        if accepted {
+            tracing::debug!("0-RTT data accepted");
+            link.session.handle_confirmed(Instant::now());
+            link.flush();
+            return Ok(link);
+        }
+        if let Some(e) = link.conn.close_reason() {
+            return Err(e);
+        }
+        tracing::debug!("0-RTT data rejected; sending the first flight again");
+        let (send, recv) = link.conn.open_bi().await?;
+        let Self { endpoint, conn, .. } = link;
+        let mut link = Self::new(endpoint, conn, send, recv, target, opening, false);
+        link.zero_rtt = ZeroRtt::Sent { accepted: false };
+        link.flush();
+        Ok(link)
+    }
+
+    /// A link over a fresh stream whose session has `Open` and the outbox queued.
+    fn new(
+        endpoint: Endpoint,
+        conn: Connection,
+        send: SendStream,
+        recv: RecvStream,
+        target: &Target,
+        opening: &Opening,
+        early_data: bool,
+    ) -> Self {
+        let now = Instant::now();
+        let mut session = Session::new(
+            now,
             SessionConfig {
                 user: target.user.clone(),
                 token: target.token.clone(),
+                device: opening.device.clone(),
                 request_timeout: target.request_timeout,
-                consumed,
+                consumed: opening.consumed,
                 inbox: target.inbox,
+                early_data,
+                frame_max: opening.frame_max,
             },
         );
-        let mut link = Self {
+        let mut resent = Vec::with_capacity(opening.outbox.len());
+        for message in &opening.outbox {
+            let id = message.id.clone();
+            match session.send(now, message.clone()) {
+                Ok(req) => resent.push((req, id)),
+                // Checked when it was queued; the driver settles what cannot go.
+                Err(e) => tracing::debug!(error = %e, "queued message not sent"),
+            }
+        }
+        Self {
             endpoint,
             conn,
             send,
@@ -112,28 +243,40 @@ impl Link {
             finished: false,
             conn_closed: false,
             peer_done: false,
+            zero_rtt: ZeroRtt::NotTried,
+            resent,
             session,
-        };
-        link.flush();
-        loop {
-            if link.session.welcome().is_some() {
-                return Ok(link);
-            }
-            if let Some(reason) = link.session.close_reason() {
-                let error = ClientError::from(reason.clone());
-                link.shutdown().await;
-                return Err(error);
-            }
-            link.io().await;
         }
+    }
+
+    /// Whether the first flight went as 0-RTT data, and whether it was accepted.
+    pub(crate) fn zero_rtt(&self) -> ZeroRtt {
+        self.zero_rtt
+    }
+
+    /// The outbox messages sent after `Open` (request id, message id), once.
+    pub(crate) fn take_resent(&mut self) -> Vec<(ReqId, Vec<u8>)> {
+        std::mem::take(&mut self.resent)
+    }
+
+    /// Moves the connection to a new UDP socket (the network changed: Wi-Fi to
+    /// cellular). QUIC validates the new path and carries on; no new handshake.
+    pub(crate) fn rebind(&self) -> std::io::Result<()> {
+        let old = self.endpoint.local_addr()?;
+        let socket = std::net::UdpSocket::bind(unspecified(old))?;
+        let new = socket.local_addr()?;
+        self.endpoint.rebind(socket)?;
+        tracing::info!(%old, %new, "moved to a new UDP socket");
+        Ok(())
     }
 
     /// The normalised user the gateway announced.
     pub(crate) fn user(&self) -> Option<String> {
-        self.session.welcome().map(|w| w.user.clone())
+        self.session.admitted().map(|a| a.user().to_string())
     }
 
-    /// Whether the link takes a new request now.
+    /// Whether the link takes another message now: the session is open and the write
+    /// buffer is not backed up.
     pub(crate) fn can_take_request(&self) -> bool {
         self.session.is_open() && self.outbox.len() < OUTBOX_HIGH
     }
@@ -261,6 +404,15 @@ async fn resolve(gateway: &str) -> Result<SocketAddr, ClientError> {
     addrs
         .next()
         .ok_or_else(|| ClientError::Connect(format!("{gateway} has no address")))
+}
+
+/// The wildcard address of `addr`'s family, any port.
+fn unspecified(addr: SocketAddr) -> SocketAddr {
+    if addr.is_ipv6() {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -1,10 +1,11 @@
 //! The client side of one tern session, as a sans-IO state machine.
 //!
-//! Owns the session's protocol logic: the opening `Hello` and the wait for `Welcome` or
-//! `Close`, request ids and the matching of every response to its request (by kind, so a
-//! `Receipt` answering a `Fetch` is a protocol violation), request and handshake
-//! deadlines, pushes turned into [`SessionEvent`]s, duplicate inbox items, the
-//! cumulative `Ack`, and the goodbye.
+//! Owns the session's protocol logic: the opening `Open` and the wait for `Opened` (or
+//! `Welcome` from a gateway that keeps no device sessions) or `Close`, request ids and
+//! the matching of every response to its request (by kind, so a `Receipt` answering a
+//! `Fetch` is a protocol violation), request and handshake deadlines, pushes turned into
+//! [`SessionEvent`]s, duplicate inbox items, the cumulative `Ack`, the goodbye, and which
+//! frames may travel as QUIC 0-RTT early data.
 //!
 //! It may not touch sockets, tasks, QUIC, TLS, clocks or randomness: the caller hands it
 //! `now` and what happened, and takes back frames to send, events and the next deadline
@@ -12,15 +13,28 @@
 //! length-delimited framing on the stream belongs to the runtime.
 //!
 //! ## How to drive it
-//! 1. [`Session::new`] queues `Hello`.
+//! 1. [`Session::new`] queues `Open`. Messages may be sent ([`Session::send`]) at once,
+//!    before `Opened`: they follow `Open` in the same flight (the gateway handles frames
+//!    in order, and de-duplicates messages by id). Other requests wait for `Opened`.
 //! 2. Feed inputs as they happen: [`Session::handle_frame`] for each decoded frame,
 //!    [`Session::handle_timeout`] when the instant from [`Session::poll_timeout`] is
-//!    reached, [`Session::handle_closed`] when the link ends; call commands
+//!    reached, [`Session::handle_confirmed`] when the transport's handshake is confirmed
+//!    (only for a session created with [`SessionConfig::early_data`]),
+//!    [`Session::handle_closed`] when the link ends; call commands
 //!    ([`Session::publish`], [`Session::send`], [`Session::ack`], [`Session::close`], ...)
 //!    whenever the application asks.
 //! 3. After every input or command, drain [`Session::poll_transmit`] (write each frame to
 //!    the stream, in order) and [`Session::poll_event`], and re-read
 //!    [`Session::poll_timeout`].
+//!
+//! ## 0-RTT
+//! A session created with [`SessionConfig::early_data`] is written as QUIC 0-RTT data,
+//! which an attacker can record and replay. Until [`Session::handle_confirmed`],
+//! [`Session::poll_transmit`] hands out only frames whose replay does no harm: `Open`,
+//! `Send` (the gateway accepts each message id once) and `Ack` (cumulative). The first
+//! other frame (`Publish`, `Fetch`, `Subscribe`, `Unsubscribe`, `Bye`) stops the queue
+//! there, so frames still leave in the order they were queued. If the gateway rejects the
+//! early data, the stream is gone: the runtime starts a new session on a new stream.
 //!
 //! ## Inbox items and acknowledgement
 //! `Deliver` items are surfaced once per session: a sequence number at or below the
@@ -31,17 +45,18 @@
 //! were made since the last drain of [`Session::poll_transmit`], at most one `Ack`
 //! goes out, carrying the highest sequence number that is both taken by the
 //! application and delivered in this session (the gateway only accepts
-//! acknowledgements of what it sent to the session).
+//! acknowledgements of what it sent to the session). What the application took in
+//! earlier sessions travels in `Open.inbox_seen` instead.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use tern_wire::codec;
-use tern_wire::frame::{ReqId, Welcome};
+use tern_wire::frame::{Opened, ReqId, Welcome};
 use tern_wire::limits::MSG_ID_MAX;
 use tern_wire::{
-    Down, ErrorCode, Hello, InboxItem, Incoming, LateReceipt, Message, Presence, PresenceDoc,
+    Down, ErrorCode, InboxItem, Incoming, LateReceipt, Message, Open, Presence, PresenceDoc,
     ReceiptStatus, Up, VERSION,
 };
 
@@ -55,16 +70,26 @@ pub struct SessionConfig {
     pub user: String,
     /// The principal's access token. Never logged.
     pub token: String,
-    /// How long the `Welcome` and each response may take before they are given up on.
+    /// The device: 1 to [`MSG_ID_MAX`] bytes, the same in every session of one
+    /// installation, so that the gateway can resume its session.
+    pub device: Vec<u8>,
+    /// How long `Opened` and each response may take before they are given up on.
     pub request_timeout: Duration,
     /// The highest inbox sequence number the application has already taken, from an
-    /// earlier session of the same principal; items up to it are acknowledged as soon
-    /// as they are redelivered.
+    /// earlier session of the same device; sent as `Open.inbox_seen`, and items up to it
+    /// are acknowledged as soon as they are redelivered.
     pub consumed: Option<u64>,
     /// Whether the application takes inbox items. When it does not (a presence-only
     /// watcher, a one-shot sender), `Deliver` items are neither surfaced nor acknowledged:
     /// they stay in the inbox for a session that takes them.
     pub inbox: bool,
+    /// The frames are written as QUIC 0-RTT data until [`Session::handle_confirmed`]:
+    /// only replay-safe frames go out until then (see the module documentation).
+    pub early_data: bool,
+    /// The largest frame the gateway accepted last time (its `Opened.frame_max`), or
+    /// [`tern_wire::limits::DEFAULT_FRAME_MAX`]: the limit of messages sent before
+    /// `Opened` announces this session's.
+    pub frame_max: u32,
 }
 
 impl fmt::Debug for SessionConfig {
@@ -72,18 +97,80 @@ impl fmt::Debug for SessionConfig {
         f.debug_struct("SessionConfig")
             .field("user", &self.user)
             .field("token", &"<redacted>")
+            .field("device", &format_args!("{} bytes", self.device.len()))
             .field("request_timeout", &self.request_timeout)
             .field("consumed", &self.consumed)
             .field("inbox", &self.inbox)
+            .field("early_data", &self.early_data)
+            .field("frame_max", &self.frame_max)
             .finish()
+    }
+}
+
+/// The gateway's answer to `Open`: `Opened` from a gateway that keeps device sessions,
+/// `Welcome` from one that does not (nothing is ever resumed there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    /// A device session, new or resumed.
+    Opened(Opened),
+    /// A session without device state.
+    Welcome(Welcome),
+}
+
+impl Admitted {
+    /// The protocol version the gateway speaks on this session.
+    pub fn version(&self) -> u16 {
+        match self {
+            Self::Opened(o) => o.version,
+            Self::Welcome(w) => w.version,
+        }
+    }
+
+    /// The principal's normalised identifier, as the gateway stamps it.
+    pub fn user(&self) -> &str {
+        match self {
+            Self::Opened(o) => &o.user,
+            Self::Welcome(w) => &w.user,
+        }
+    }
+
+    /// Largest frame the gateway accepts, bytes.
+    pub fn frame_max(&self) -> u32 {
+        match self {
+            Self::Opened(o) => o.frame_max,
+            Self::Welcome(w) => w.frame_max,
+        }
+    }
+
+    /// Largest message body the gateway accepts, bytes.
+    pub fn body_max(&self) -> u32 {
+        match self {
+            Self::Opened(o) => o.body_max,
+            Self::Welcome(w) => w.body_max,
+        }
+    }
+
+    /// Whether the device's earlier session was resumed (its presence, subscriptions and
+    /// waiting receipts kept, only changes restated).
+    pub fn resumed(&self) -> bool {
+        matches!(self, Self::Opened(o) if o.resumed)
+    }
+
+    /// The keep-alive interval the gateway suggests, ms; `None` from a `Welcome` or a
+    /// gateway that suggests none (0).
+    pub fn suggested_keepalive_ms(&self) -> Option<u32> {
+        match self {
+            Self::Opened(o) if o.keepalive > 0 => Some(o.keepalive),
+            _ => None,
+        }
     }
 }
 
 /// What the session tells the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
-    /// The gateway accepted the `Hello`; requests may be made now.
-    Opened(Welcome),
+    /// The gateway accepted the `Open`; requests may be made now.
+    Opened(Admitted),
     /// The answer to request `req`; exactly one per request.
     Reply {
         /// The request it answers.
@@ -129,7 +216,7 @@ pub enum Reply {
         text: String,
     },
     /// No answer came within the request timeout; a late answer is ignored. What became
-    /// of the request is unknown (a `Send` can be repeated with the same message id).
+    /// of the request is unknown. (Never for a `Send`, which waits for its receipt.)
     TimedOut,
     /// The session closed before the answer came; what became of the request is unknown.
     Lost,
@@ -138,7 +225,7 @@ pub enum Reply {
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The gateway refused the `Hello` (or closed the connection before `Welcome`).
+    /// The gateway refused the `Open` (or closed the connection before `Opened`).
     Rejected {
         /// Why.
         code: ErrorCode,
@@ -164,13 +251,14 @@ pub enum CloseReason {
         /// What happened.
         text: String,
     },
-    /// The gateway did not answer the `Hello` in time.
+    /// The gateway did not answer the `Open` in time.
     Timeout,
 }
 
 impl CloseReason {
     /// Whether opening a new session later may succeed where this one ended: not after a
-    /// goodbye, a protocol violation or a refusal that will not change by itself.
+    /// goodbye, a protocol violation or a refusal that will not change by itself (among
+    /// them `superseded`: another connection of this device took over).
     pub fn may_retry(&self) -> bool {
         match self {
             Self::Rejected { code, .. } | Self::Gateway { code, .. } => is_transient(*code),
@@ -217,10 +305,15 @@ pub fn is_transient(code: ErrorCode) -> bool {
     ) || code.name().is_none()
 }
 
+/// Whether a frame may travel as 0-RTT data: replaying it does no harm.
+pub fn is_replay_safe(frame: &Up) -> bool {
+    matches!(frame, Up::Open(_) | Up::Send { .. } | Up::Ack { .. })
+}
+
 /// Why a command was refused; nothing was queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    /// Before `Welcome`: requests wait for the session to open.
+    /// Before `Opened`: requests other than `Send` wait for the session to open.
     #[error("the session is not open yet")]
     NotOpen,
     /// After [`Session::close`] or the end of the session.
@@ -250,6 +343,37 @@ pub enum CommandError {
     },
 }
 
+/// Checks a message against the protocol and the gateway's limits (`frame_max` and
+/// `body_max` as last announced, when known) without queueing it: what [`Session::send`]
+/// would refuse.
+pub fn check_message(
+    msg: &Message,
+    frame_max: Option<u32>,
+    body_max: Option<u32>,
+) -> Result<(), CommandError> {
+    let len = msg.id.len();
+    if len == 0 || len > MSG_ID_MAX {
+        return Err(CommandError::BadMessageId { len });
+    }
+    if let Some(max) = body_max.map(|m| m as usize)
+        && msg.body.len() > max
+    {
+        let len = msg.body.len();
+        return Err(CommandError::BodyTooLarge { len, max });
+    }
+    if let Some(max) = frame_max.map(|m| m as usize) {
+        // The request id's varint is at most 5 bytes; count the worst case.
+        let size = codec::body_size(&Up::Send {
+            req: ReqId::MAX,
+            msg: msg.clone(),
+        });
+        if size > max {
+            return Err(CommandError::FrameTooLarge { size, max });
+        }
+    }
+    Ok(())
+}
+
 /// The kind of a request, which decides the response it may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -262,22 +386,25 @@ enum Kind {
 
 struct Pending {
     kind: Kind,
-    deadline: Instant,
+    /// `None` for a `Send`: it waits as long as the session lives (see [`Session::send`]).
+    deadline: Option<Instant>,
 }
 
 enum State {
-    /// `Hello` is queued (`Some`) or sent (`None`); waiting for `Welcome` or `Close`.
+    /// `Open` is queued (`Some`) or sent (`None`); waiting for `Opened` or `Close`.
+    /// Messages may already be queued behind `Open`.
     Greeting {
-        hello: Option<Hello>,
+        open: Option<Open>,
         deadline: Instant,
+        frame_max: u32,
     },
     Open {
-        welcome: Welcome,
+        admitted: Admitted,
     },
     /// [`Session::close`] was called: queued frames, then `Bye`, then nothing; waiting
     /// for the gateway to end the session, at most until `deadline`.
     Leaving {
-        welcome: Welcome,
+        admitted: Admitted,
         bye_sent: bool,
         deadline: Instant,
     },
@@ -292,6 +419,8 @@ pub struct Session {
     request_timeout: Duration,
     /// Whether inbox items are surfaced (see [`SessionConfig::inbox`]).
     inbox: bool,
+    /// The transport's handshake is confirmed: every frame may go out.
+    confirmed: bool,
     next_req: ReqId,
     pending: BTreeMap<ReqId, Pending>,
     outgoing: VecDeque<Up>,
@@ -305,7 +434,7 @@ pub struct Session {
 }
 
 impl fmt::Debug for Session {
-    /// Shows the phase and counters only: the queued `Hello` holds the token.
+    /// Shows the phase and counters only: the queued `Open` holds the token.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let phase = match &self.state {
             State::Greeting { .. } => "greeting",
@@ -315,6 +444,7 @@ impl fmt::Debug for Session {
         };
         f.debug_struct("Session")
             .field("phase", &phase)
+            .field("confirmed", &self.confirmed)
             .field("pending", &self.pending.len())
             .field("delivered", &self.delivered)
             .field("consumed", &self.consumed)
@@ -324,20 +454,25 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    /// A new session; its first frame, `Hello`, is ready in [`Self::poll_transmit`].
+    /// A new session; its first frame, `Open`, is ready in [`Self::poll_transmit`].
     pub fn new(now: Instant, config: SessionConfig) -> Self {
-        let hello = Hello {
+        let open = Open {
             version: VERSION,
             user: config.user,
             token: config.token,
+            device: config.device,
+            inbox_seen: config.consumed.unwrap_or(0),
+            flags: if config.inbox { Open::INBOX } else { 0 },
         };
         Self {
             state: State::Greeting {
-                hello: Some(hello),
+                open: Some(open),
                 deadline: now + config.request_timeout,
+                frame_max: config.frame_max,
             },
             request_timeout: config.request_timeout,
             inbox: config.inbox,
+            confirmed: !config.early_data,
             next_req: 1,
             pending: BTreeMap::new(),
             outgoing: VecDeque::new(),
@@ -348,10 +483,10 @@ impl Session {
         }
     }
 
-    /// The gateway's `Welcome`, once the session is open (also while leaving).
-    pub fn welcome(&self) -> Option<&Welcome> {
+    /// The gateway's answer to `Open`, once the session is open (also while leaving).
+    pub fn admitted(&self) -> Option<&Admitted> {
         match &self.state {
-            State::Open { welcome } | State::Leaving { welcome, .. } => Some(welcome),
+            State::Open { admitted } | State::Leaving { admitted, .. } => Some(admitted),
             State::Greeting { .. } | State::Closed { .. } => None,
         }
     }
@@ -359,6 +494,12 @@ impl Session {
     /// Whether requests are accepted now.
     pub fn is_open(&self) -> bool {
         matches!(self.state, State::Open { .. })
+    }
+
+    /// Whether every frame may go out (the handshake is confirmed, or the session was
+    /// never written as 0-RTT data).
+    pub fn is_confirmed(&self) -> bool {
+        self.confirmed
     }
 
     /// Why the session ended, once it has.
@@ -387,15 +528,20 @@ impl Session {
         let _ = now; // Inputs take `now` uniformly; no frame starts a timer today.
         match (&self.state, frame) {
             (State::Closed { .. }, _) => {}
-            (State::Greeting { .. }, Down::Welcome(welcome)) => self.open(welcome),
+            (State::Greeting { .. }, Down::Opened(opened)) => self.open(Admitted::Opened(opened)),
+            (State::Greeting { .. }, Down::Welcome(welcome)) => {
+                self.open(Admitted::Welcome(welcome));
+            }
             (State::Greeting { .. }, Down::Close { code, text }) => {
                 self.finish(CloseReason::Rejected { code, text });
             }
             (State::Greeting { .. }, other) => {
-                let text = format!("{} before Welcome", down_name(&other));
+                let text = format!("{} before Opened", down_name(&other));
                 self.violation(text);
             }
-            (_, Down::Welcome(_)) => self.violation("a second Welcome".into()),
+            (_, Down::Welcome(_) | Down::Opened(_)) => {
+                self.violation("a second Opened".into());
+            }
             (State::Leaving { .. }, Down::Close { .. }) => self.finish(CloseReason::Goodbye),
             (_, Down::Close { code, text }) => self.finish(CloseReason::Gateway { code, text }),
             (_, Down::Notify { doc }) => self.events.push_back(SessionEvent::Notify(doc)),
@@ -404,8 +550,14 @@ impl Session {
         }
     }
 
+    /// The transport's handshake is confirmed: frames held back from 0-RTT data may go.
+    pub fn handle_confirmed(&mut self, now: Instant) {
+        let _ = now;
+        self.confirmed = true;
+    }
+
     /// The link ended without a `Close` frame (or one could not be read). Ignored once
-    /// the session is closed. Before `Welcome` a close by the gateway counts as a
+    /// the session is closed. Before `Opened` a close by the gateway counts as a
     /// rejection; while leaving, any end is the goodbye.
     pub fn handle_closed(&mut self, reason: CloseReason) {
         let reason = match (&self.state, reason) {
@@ -434,7 +586,7 @@ impl Session {
         let expired: Vec<ReqId> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.deadline <= now)
+            .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
             .map(|(req, _)| *req)
             .collect();
         for req in expired {
@@ -449,12 +601,18 @@ impl Session {
     /// The next frame to write to the stream, in order.
     pub fn poll_transmit(&mut self) -> Option<Up> {
         match &mut self.state {
-            State::Greeting { hello, .. } => hello.take().map(Up::Hello),
-            State::Open { .. } => self.next_ack().or_else(|| self.outgoing.pop_front()),
+            State::Greeting { open, .. } => match open.take() {
+                Some(open) => Some(Up::Open(open)),
+                None => self.next_request(),
+            },
+            State::Open { .. } => self.next_ack().or_else(|| self.next_request()),
             State::Leaving { bye_sent: true, .. } | State::Closed { .. } => None,
             State::Leaving { .. } => {
-                if let Some(frame) = self.next_ack().or_else(|| self.outgoing.pop_front()) {
+                if let Some(frame) = self.next_ack().or_else(|| self.next_request()) {
                     return Some(frame);
+                }
+                if !self.outgoing.is_empty() || !self.confirmed {
+                    return None; // `Bye` is not replay-safe: it waits like the rest.
                 }
                 if let State::Leaving { bye_sent, .. } = &mut self.state {
                     *bye_sent = true;
@@ -475,7 +633,11 @@ impl Session {
             State::Greeting { deadline, .. } | State::Leaving { deadline, .. } => Some(*deadline),
             State::Open { .. } | State::Closed { .. } => None,
         };
-        self.pending.values().map(|p| p.deadline).chain(state).min()
+        self.pending
+            .values()
+            .filter_map(|p| p.deadline)
+            .chain(state)
+            .min()
     }
 
     // ----- commands -----
@@ -503,19 +665,17 @@ impl Session {
         })
     }
 
-    /// Sends an instant message; the reply is its receipt.
+    /// Sends an instant message; the reply is its receipt. Allowed before `Opened`: the
+    /// message follows `Open` (within the last known `frame_max`; the body limit is the
+    /// gateway's to check then).
+    ///
+    /// Unlike other requests, a `Send` does not time out: the gateway may hold its
+    /// receipt while the recipient is online (its delivery wait), and always answers in
+    /// the end, so it waits as long as the session lives ([`Reply::Lost`] when it ends).
+    /// How long a caller waits is the runtime's business.
     pub fn send(&mut self, now: Instant, msg: Message) -> Result<ReqId, CommandError> {
-        let len = msg.id.len();
-        if len == 0 || len > MSG_ID_MAX {
-            return Err(CommandError::BadMessageId { len });
-        }
-        if let Some(welcome) = self.welcome() {
-            let max = welcome.body_max as usize;
-            if msg.body.len() > max {
-                let len = msg.body.len();
-                return Err(CommandError::BodyTooLarge { len, max });
-            }
-        }
+        let body_max = self.admitted().map(Admitted::body_max);
+        check_message(&msg, None, body_max)?;
         self.request(now, Kind::Send, |req| Up::Send { req, msg })
     }
 
@@ -527,7 +687,7 @@ impl Session {
 
     /// Says goodbye: frames already queued go out, then any due `Ack`, then `Bye`; the
     /// session then waits up to [`BYE_LINGER`] for the gateway to end it. Requests made
-    /// from now on are refused. Before `Welcome` the session simply ends.
+    /// from now on are refused. Before `Opened` the session simply ends.
     pub fn close(&mut self, now: Instant) {
         let state = std::mem::replace(
             &mut self.state,
@@ -536,9 +696,9 @@ impl Session {
             },
         );
         match state {
-            State::Open { welcome } => {
+            State::Open { admitted } => {
                 self.state = State::Leaving {
-                    welcome,
+                    admitted,
                     bye_sent: false,
                     deadline: now + BYE_LINGER,
                 };
@@ -553,16 +713,17 @@ impl Session {
 
     // ----- internals -----
 
-    fn open(&mut self, welcome: Welcome) {
-        if welcome.version != VERSION {
-            let text = format!("the gateway speaks version {}", welcome.version);
+    fn open(&mut self, admitted: Admitted) {
+        if admitted.version() != VERSION {
+            let text = format!("the gateway speaks version {}", admitted.version());
             return self.finish(CloseReason::Protocol {
                 code: ErrorCode::UNSUPPORTED_VERSION,
                 text,
             });
         }
-        self.events.push_back(SessionEvent::Opened(welcome.clone()));
-        self.state = State::Open { welcome };
+        self.events
+            .push_back(SessionEvent::Opened(admitted.clone()));
+        self.state = State::Open { admitted };
     }
 
     fn request(
@@ -572,7 +733,8 @@ impl Session {
         frame: impl FnOnce(ReqId) -> Up,
     ) -> Result<ReqId, CommandError> {
         let max = match &self.state {
-            State::Open { welcome } => welcome.frame_max as usize,
+            State::Open { admitted } => admitted.frame_max() as usize,
+            State::Greeting { frame_max, .. } if kind == Kind::Send => *frame_max as usize,
             State::Greeting { .. } => return Err(CommandError::NotOpen),
             State::Leaving { .. } | State::Closed { .. } => return Err(CommandError::Closed),
         };
@@ -583,10 +745,19 @@ impl Session {
             return Err(CommandError::FrameTooLarge { size, max });
         }
         self.next_req = req.wrapping_add(1).max(1);
-        let deadline = now + self.request_timeout;
+        let deadline = (kind != Kind::Send).then(|| now + self.request_timeout);
         self.pending.insert(req, Pending { kind, deadline });
         self.outgoing.push_back(frame);
         Ok(req)
+    }
+
+    /// The next queued request, unless it must wait for the handshake's confirmation.
+    fn next_request(&mut self) -> Option<Up> {
+        let front = self.outgoing.front()?;
+        if !self.confirmed && !is_replay_safe(front) {
+            return None;
+        }
+        self.outgoing.pop_front()
     }
 
     /// The next request id not in use: small, increasing, never 0, wrapping past `u32::MAX`.
@@ -719,9 +890,25 @@ mod tests {
         SessionConfig {
             user: "alice@example.com".into(),
             token: "secret".into(),
+            device: vec![0xde; 16],
             request_timeout: TIMEOUT,
             consumed: None,
             inbox: true,
+            early_data: false,
+            frame_max: 4096,
+        }
+    }
+
+    fn opened(resumed: bool) -> Opened {
+        Opened {
+            version: VERSION,
+            user: "alice@example.com".into(),
+            frame_max: 4096,
+            body_max: 1024,
+            time: 1_700_000_000_000,
+            resumed,
+            resume_window: 30_000,
+            keepalive: 20_000,
         }
     }
 
@@ -776,11 +963,11 @@ mod tests {
         })
     }
 
-    /// A session past `Welcome`, with `Hello` and `Opened` drained.
+    /// A session past `Opened`, with `Open` and the `Opened` event drained.
     fn open(now: Instant) -> Session {
         let mut s = Session::new(now, config());
-        assert!(matches!(s.poll_transmit(), Some(Up::Hello(_))));
-        s.handle_frame(now, Down::Welcome(welcome()));
+        assert!(matches!(s.poll_transmit(), Some(Up::Open(_))));
+        s.handle_frame(now, Down::Opened(opened(false)));
         assert!(matches!(s.poll_event(), Some(SessionEvent::Opened(_))));
         s
     }
@@ -793,16 +980,22 @@ mod tests {
         std::iter::from_fn(|| s.poll_event()).collect()
     }
 
-    #[test]
-    fn hello_goes_first_and_requests_wait_for_welcome() {
-        let now = Instant::now();
-        let mut s = Session::new(now, config());
-        let hello = Hello {
+    fn the_open(inbox_seen: u64, flags: u8) -> Up {
+        Up::Open(Open {
             version: VERSION,
             user: "alice@example.com".into(),
             token: "secret".into(),
-        };
-        assert_eq!(transmit(&mut s), vec![Up::Hello(hello)]);
+            device: vec![0xde; 16],
+            inbox_seen,
+            flags,
+        })
+    }
+
+    #[test]
+    fn open_goes_first_and_requests_other_than_send_wait_for_opened() {
+        let now = Instant::now();
+        let mut s = Session::new(now, config());
+        assert_eq!(transmit(&mut s), vec![the_open(0, Open::INBOX)]);
         assert_eq!(
             s.fetch(now, "bob@example.com".into()),
             Err(CommandError::NotOpen)
@@ -810,16 +1003,199 @@ mod tests {
         assert_eq!(s.poll_timeout(), Some(now + TIMEOUT));
         assert!(!s.is_open());
 
-        s.handle_frame(now, Down::Welcome(welcome()));
-        assert_eq!(events(&mut s), vec![SessionEvent::Opened(welcome())]);
+        s.handle_frame(now, Down::Opened(opened(true)));
+        let admitted = Admitted::Opened(opened(true));
+        assert_eq!(events(&mut s), vec![SessionEvent::Opened(admitted.clone())]);
         assert!(s.is_open());
-        assert_eq!(s.welcome(), Some(&welcome()));
+        assert_eq!(s.admitted(), Some(&admitted));
+        assert!(admitted.resumed());
+        assert_eq!(admitted.suggested_keepalive_ms(), Some(20_000));
         assert_eq!(s.poll_timeout(), None);
         assert!(transmit(&mut s).is_empty());
     }
 
     #[test]
-    fn close_before_welcome_is_a_rejection() {
+    fn open_carries_what_the_device_has_seen_and_whether_it_takes_the_inbox() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            now,
+            SessionConfig {
+                consumed: Some(41),
+                inbox: false,
+                ..config()
+            },
+        );
+        assert_eq!(transmit(&mut s), vec![the_open(41, 0)]);
+    }
+
+    #[test]
+    fn a_welcome_from_a_gateway_without_device_sessions_opens_unresumed() {
+        let now = Instant::now();
+        let mut s = Session::new(now, config());
+        transmit(&mut s);
+        s.handle_frame(now, Down::Welcome(welcome()));
+        let admitted = Admitted::Welcome(welcome());
+        assert_eq!(events(&mut s), vec![SessionEvent::Opened(admitted.clone())]);
+        assert!(!admitted.resumed());
+        assert_eq!(admitted.suggested_keepalive_ms(), None);
+        assert_eq!(admitted.user(), "alice@example.com");
+        assert!(s.is_open());
+        s.handle_frame(now, Down::Opened(opened(false)));
+        assert!(
+            matches!(s.close_reason(), Some(CloseReason::Protocol { .. })),
+            "a second answer to Open breaks the protocol"
+        );
+    }
+
+    #[test]
+    fn messages_queued_before_opened_follow_open_in_order() {
+        let now = Instant::now();
+        let mut s = Session::new(now, config());
+        let reqs: Vec<ReqId> = (1..=3).map(|i| s.send(now, message(i)).unwrap()).collect();
+        assert_eq!(reqs, vec![1, 2, 3]);
+        let frames = transmit(&mut s);
+        assert_eq!(frames[0], the_open(0, Open::INBOX));
+        let resent: Vec<(ReqId, Vec<u8>)> = frames[1..]
+            .iter()
+            .map(|f| match f {
+                Up::Send { req, msg } => (*req, msg.id.clone()),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            resent,
+            vec![(1, vec![1; 16]), (2, vec![2; 16]), (3, vec![3; 16])]
+        );
+        s.handle_frame(now, Down::Opened(opened(true)));
+        s.handle_frame(
+            now,
+            Down::Receipt {
+                req: 2,
+                status: ReceiptStatus::Stored,
+            },
+        );
+        let evs = events(&mut s);
+        assert_eq!(
+            evs[1],
+            SessionEvent::Reply {
+                req: 2,
+                reply: Reply::Receipt(ReceiptStatus::Stored)
+            }
+        );
+        assert_eq!(s.pending_requests(), 2);
+    }
+
+    #[test]
+    fn messages_before_opened_respect_the_last_known_frame_limit() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            now,
+            SessionConfig {
+                frame_max: 64,
+                ..config()
+            },
+        );
+        let mut big = message(1);
+        big.body = vec![0; 100];
+        assert!(matches!(
+            s.send(now, big),
+            Err(CommandError::FrameTooLarge { max: 64, .. })
+        ));
+        assert_eq!(s.send(now, message(2)), Ok(1));
+    }
+
+    #[test]
+    fn only_replay_safe_frames_go_out_as_early_data() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            now,
+            SessionConfig {
+                early_data: true,
+                consumed: Some(3),
+                ..config()
+            },
+        );
+        assert!(!s.is_confirmed());
+        s.send(now, message(1)).unwrap();
+        assert_eq!(transmit(&mut s).len(), 2, "Open and Send");
+        // The gateway answers before the client has confirmed the handshake.
+        s.handle_frame(now, Down::Opened(opened(false)));
+        events(&mut s);
+        let publish = s.publish(now, doc("alice@example.com").presence).unwrap();
+        s.send(now, message(2)).unwrap();
+        s.handle_frame(
+            now,
+            Down::Deliver {
+                seq: 3,
+                item: incoming(3),
+            },
+        );
+        // The Ack of a redelivered item goes; the Publish waits, and so does the Send
+        // queued behind it (frames leave in order).
+        assert_eq!(transmit(&mut s), vec![Up::Ack { upto: 3 }]);
+        s.close(now);
+        assert!(transmit(&mut s).is_empty(), "Bye waits too");
+        assert!(!s.said_bye());
+
+        s.handle_confirmed(now);
+        let frames = transmit(&mut s);
+        let names: Vec<&str> = frames.iter().map(up_name).collect();
+        assert_eq!(names, vec!["Publish", "Send", "Bye"]);
+        assert_eq!(frames[0].req(), Some(publish));
+        for frame in [
+            the_open(0, 0),
+            Up::Send {
+                req: 1,
+                msg: message(1),
+            },
+            Up::Ack { upto: 1 },
+        ] {
+            assert!(is_replay_safe(&frame), "{frame:?}");
+        }
+        for frame in [
+            Up::Bye,
+            Up::Fetch {
+                req: 1,
+                target: "bob@example.com".into(),
+            },
+            Up::Subscribe {
+                req: 1,
+                target: "bob@example.com".into(),
+            },
+            Up::Unsubscribe {
+                req: 1,
+                target: "bob@example.com".into(),
+            },
+            Up::Publish {
+                req: 1,
+                presence: Presence::default(),
+            },
+        ] {
+            assert!(!is_replay_safe(&frame), "{frame:?}");
+        }
+    }
+
+    #[test]
+    fn check_message_applies_the_known_limits() {
+        assert_eq!(check_message(&message(1), None, None), Ok(()));
+        let mut no_id = message(1);
+        no_id.id.clear();
+        assert_eq!(
+            check_message(&no_id, None, None),
+            Err(CommandError::BadMessageId { len: 0 })
+        );
+        assert!(matches!(
+            check_message(&message(1), None, Some(1)),
+            Err(CommandError::BodyTooLarge { len: 2, max: 1 })
+        ));
+        assert!(matches!(
+            check_message(&message(1), Some(10), None),
+            Err(CommandError::FrameTooLarge { max: 10, .. })
+        ));
+    }
+
+    #[test]
+    fn close_before_opened_is_a_rejection() {
         let now = Instant::now();
         let mut s = Session::new(now, config());
         transmit(&mut s);
@@ -842,7 +1218,7 @@ mod tests {
     }
 
     #[test]
-    fn other_frames_before_welcome_break_the_protocol() {
+    fn other_frames_before_opened_break_the_protocol() {
         let now = Instant::now();
         let mut s = Session::new(now, config());
         s.handle_frame(
@@ -857,12 +1233,12 @@ mod tests {
         assert_eq!(*code, ErrorCode::PROTOCOL);
         assert!(
             transmit(&mut s).is_empty(),
-            "Hello is not sent on a closed session"
+            "Open is not sent on a closed session"
         );
     }
 
     #[test]
-    fn a_welcome_of_another_version_is_refused() {
+    fn an_answer_of_another_version_is_refused() {
         let now = Instant::now();
         let mut s = Session::new(now, config());
         s.handle_frame(
@@ -882,7 +1258,7 @@ mod tests {
     }
 
     #[test]
-    fn no_welcome_in_time_ends_the_session() {
+    fn no_opened_in_time_ends_the_session() {
         let now = Instant::now();
         let mut s = Session::new(now, config());
         s.handle_timeout(now + TIMEOUT - Duration::from_millis(1));
@@ -994,6 +1370,25 @@ mod tests {
     }
 
     #[test]
+    fn a_send_waits_for_its_receipt_as_long_as_the_session_lives() {
+        let now = Instant::now();
+        let mut s = open(now);
+        let req = s.send(now, message(1)).unwrap();
+        assert_eq!(s.poll_timeout(), None);
+        s.handle_timeout(now + TIMEOUT * 10);
+        assert!(events(&mut s).is_empty());
+        let status = ReceiptStatus::Stored;
+        s.handle_frame(now + TIMEOUT * 10, Down::Receipt { req, status });
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Reply {
+                req,
+                reply: Reply::Receipt(status)
+            }]
+        );
+    }
+
+    #[test]
     fn requests_time_out_and_late_answers_are_ignored() {
         let now = Instant::now();
         let mut s = open(now);
@@ -1093,7 +1488,7 @@ mod tests {
             },
         );
         transmit(&mut s);
-        s.handle_frame(now, Down::Welcome(welcome()));
+        s.handle_frame(now, Down::Opened(opened(false)));
         let fetch = s.fetch(now, "bob@example.com".into()).unwrap();
         // Redelivery of items an earlier session's application already took.
         s.handle_frame(
@@ -1140,7 +1535,7 @@ mod tests {
             },
         );
         transmit(&mut s);
-        s.handle_frame(now, Down::Welcome(welcome()));
+        s.handle_frame(now, Down::Opened(opened(false)));
         events(&mut s);
         s.handle_frame(
             now,
@@ -1214,7 +1609,7 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_close_before_welcome_is_a_rejection() {
+    fn a_connection_close_before_opened_is_a_rejection() {
         let now = Instant::now();
         let mut s = Session::new(now, config());
         let text = String::from("bye");
@@ -1298,7 +1693,7 @@ mod tests {
     }
 
     #[test]
-    fn closing_before_welcome_ends_at_once() {
+    fn closing_before_opened_ends_at_once() {
         let now = Instant::now();
         let mut s = Session::new(now, config());
         s.close(now);
@@ -1367,7 +1762,7 @@ mod tests {
             events(&mut s),
             vec![SessionEvent::Notify(doc("bob@example.com"))]
         );
-        s.handle_frame(now, Down::Welcome(welcome()));
+        s.handle_frame(now, Down::Opened(opened(true)));
         assert!(matches!(
             s.close_reason(),
             Some(CloseReason::Protocol { .. })

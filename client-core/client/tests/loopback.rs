@@ -1,20 +1,22 @@
 //! Loopback tests of the async client against a small scripted gateway (quinn + tern-wire
 //! on 127.0.0.1). They prove the runtime's adapters: TLS trust and ALPN, framing on the
-//! session stream, request matching, inbox acknowledgement, reconnection and goodbye.
-//! The real gateway's behaviour is tested elsewhere; this one only follows the protocol.
+//! session stream, request matching, inbox acknowledgement, reconnection and goodbye,
+//! 0-RTT (accepted and rejected), the offline queue and the state directory. The real
+//! gateway's behaviour is tested elsewhere (`tests/`); this one only follows the protocol.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use tern_client::{
     Basic, Client, ClientConfig, ClientError, ConnectionState, ErrorCode, Event, Message, Presence,
-    PresenceDoc, ReceiptStatus, Tuple,
+    PresenceDoc, ReceiptStatus, SendOutcome, Tuple, ZeroRtt,
 };
 use tern_wire::codec::{self, FrameBuf};
-use tern_wire::frame::Welcome;
+use tern_wire::frame::{Opened, Welcome};
 use tern_wire::limits::FRAME_MAX;
 use tern_wire::{Down, InboxItem, Incoming, Up};
 use tokio::sync::mpsc;
@@ -25,8 +27,12 @@ const WAIT: Duration = Duration::from_secs(10);
 /// How the scripted gateway behaves.
 #[derive(Clone, Default)]
 struct Script {
-    /// Inbox sequence numbers pushed after `Welcome`, per session (the last entry repeats).
+    /// Inbox sequence numbers pushed after `Opened`, per session (the last entry repeats).
     inbox: Vec<Vec<u64>>,
+    /// Answer `Open` with `Welcome`, as a gateway without device sessions would.
+    welcome: bool,
+    /// Sessions after the first resume the device's (`Opened.resumed`).
+    resume: bool,
 }
 
 /// A frame the gateway received, with the index of the session it came on.
@@ -38,7 +44,27 @@ struct Gateway {
     seen: mpsc::UnboundedReceiver<Seen>,
     /// Frames received but not yet expected.
     backlog: Vec<Seen>,
-    _endpoint: quinn::Endpoint,
+    endpoint: quinn::Endpoint,
+    /// While set, connection attempts are refused (the gateway is unreachable).
+    refuse: Arc<AtomicBool>,
+    cert: CertificateDer<'static>,
+    key: Vec<u8>,
+}
+
+/// The scripted gateway's TLS: TLS 1.3, ALPN, 0-RTT on a fresh session cache.
+fn server_config(cert: &CertificateDer<'static>, key: &[u8]) -> quinn::ServerConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = PrivatePkcs8KeyDer::from(key.to_vec());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key.into())
+        .expect("server certificate");
+    tls.alpn_protocols = vec![tern_wire::ALPN.to_vec()];
+    tls.max_early_data_size = u32::MAX;
+    let crypto = Arc::new(QuicServerConfig::try_from(tls).expect("QUIC suite"));
+    quinn::ServerConfig::with_crypto(crypto)
 }
 
 impl Gateway {
@@ -46,25 +72,22 @@ impl Gateway {
         let cert =
             rcgen::generate_simple_self_signed(vec!["example.com".into()]).expect("certificate");
         let cert_der: CertificateDer<'static> = cert.cert.der().clone();
-        let key = PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
-            .with_no_client_auth()
-            .with_single_cert(vec![cert_der], key.into())
-            .expect("server certificate");
-        tls.alpn_protocols = vec![tern_wire::ALPN.to_vec()];
-        let crypto = Arc::new(QuicServerConfig::try_from(tls).expect("QUIC suite"));
-        let config = quinn::ServerConfig::with_crypto(crypto);
+        let key = cert.signing_key.serialize_der();
+        let config = server_config(&cert_der, &key);
         let loopback = (std::net::Ipv4Addr::LOCALHOST, 0).into();
         let endpoint = quinn::Endpoint::server(config, loopback).expect("UDP socket");
         let addr = endpoint.local_addr().expect("local address");
         let (tx, seen) = mpsc::unbounded_channel();
         let accept = endpoint.clone();
+        let refuse = Arc::new(AtomicBool::new(false));
+        let refusing = refuse.clone();
         tokio::spawn(async move {
             let mut index = 0;
             while let Some(incoming) = accept.accept().await {
+                if refusing.load(Ordering::SeqCst) {
+                    incoming.ignore();
+                    continue;
+                }
                 let Ok(conn) = incoming.await else { continue };
                 let inbox = script
                     .inbox
@@ -72,7 +95,11 @@ impl Gateway {
                     .or(script.inbox.last())
                     .cloned()
                     .unwrap_or_default();
-                tokio::spawn(session(conn, index, inbox, tx.clone()));
+                let answer = Answer {
+                    welcome: script.welcome,
+                    resumed: script.resume && index > 0,
+                };
+                tokio::spawn(session(conn, index, inbox, answer, tx.clone()));
                 index += 1;
             }
         });
@@ -81,8 +108,18 @@ impl Gateway {
             cert_pem: cert.cert.pem().into_bytes(),
             seen,
             backlog: Vec::new(),
-            _endpoint: endpoint,
+            endpoint,
+            refuse,
+            cert: cert_der,
+            key,
         }
+    }
+
+    /// Forgets every session ticket handed out so far: a returning client's 0-RTT data
+    /// is rejected.
+    fn forget_tickets(&self) {
+        self.endpoint
+            .set_server_config(Some(server_config(&self.cert, &self.key)));
     }
 
     fn config(&self, token: &str) -> ClientConfig {
@@ -92,6 +129,18 @@ impl Gateway {
             token.into(),
             self.cert_pem.clone(),
         )
+    }
+
+    /// Every frame received on session `index` so far, in order (they stay expected).
+    fn frames_of(&mut self, index: usize) -> Vec<Up> {
+        while let Ok(seen) = self.seen.try_recv() {
+            self.backlog.push(seen);
+        }
+        self.backlog
+            .iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, f)| f.clone())
+            .collect()
     }
 
     /// Waits for a frame matching `want` on session `index`, in any order with others.
@@ -144,11 +193,19 @@ fn item(seq: u64) -> InboxItem {
     })
 }
 
+/// How one session answers `Open`.
+#[derive(Clone, Copy)]
+struct Answer {
+    welcome: bool,
+    resumed: bool,
+}
+
 /// One session of the scripted gateway.
 async fn session(
     conn: quinn::Connection,
     index: usize,
     inbox: Vec<u64>,
+    answer: Answer,
     seen: mpsc::UnboundedSender<Seen>,
 ) {
     let Ok((mut send, mut recv)) = conn.accept_bi().await else {
@@ -171,14 +228,27 @@ async fn session(
         let _ = seen.send((index, frame.clone()));
         let mut out = Vec::new();
         match frame {
-            Up::Hello(hello) if hello.token == "good" => {
-                out.push(Down::Welcome(Welcome {
-                    version: tern_wire::VERSION,
-                    user: "alice@example.com".into(),
-                    frame_max: 64 * 1024,
-                    body_max: 16 * 1024,
-                    time: 1,
-                }));
+            Up::Open(open) if open.token == "good" => {
+                if answer.welcome {
+                    out.push(Down::Welcome(Welcome {
+                        version: tern_wire::VERSION,
+                        user: "alice@example.com".into(),
+                        frame_max: 64 * 1024,
+                        body_max: 16 * 1024,
+                        time: 1,
+                    }));
+                } else {
+                    out.push(Down::Opened(Opened {
+                        version: tern_wire::VERSION,
+                        user: "alice@example.com".into(),
+                        frame_max: 64 * 1024,
+                        body_max: 16 * 1024,
+                        time: 1,
+                        resumed: answer.resumed,
+                        resume_window: 30_000,
+                        keepalive: 15_000,
+                    }));
+                }
                 for seq in &inbox {
                     out.push(Down::Deliver {
                         seq: *seq,
@@ -207,6 +277,8 @@ async fn session(
                     doc: doc(&target),
                 });
             }
+            // The first session never answers this one (the link is about to drop).
+            Up::Send { msg, .. } if msg.body == b"hold" && index == 0 => {}
             Up::Send { req, .. } => out.push(Down::Receipt {
                 req,
                 status: ReceiptStatus::Delivered,
@@ -239,17 +311,25 @@ async fn next(client: &Client) -> Option<Event> {
 async fn requests_pushes_acks_and_goodbye() {
     let mut gw = Gateway::start(Script {
         inbox: vec![vec![1, 2]],
+        ..Script::default()
     });
     let client = Client::connect(gw.config("good")).await.unwrap();
     assert_eq!(client.user(), "alice@example.com");
-    let hello = gw.expect(0, |f| matches!(f, Up::Hello(_))).await;
-    let Up::Hello(hello) = hello else {
-        unreachable!()
-    };
+    let open = gw.expect(0, |f| matches!(f, Up::Open(_))).await;
+    let Up::Open(open) = open else { unreachable!() };
     assert_eq!(
-        hello.user, "alice@example.com",
+        open.user, "alice@example.com",
         "the client normalises the user"
     );
+    assert_eq!(open.device.len(), 16);
+    assert_eq!(open.inbox_seen, 0);
+    assert!(open.takes_inbox());
+    let info = client.session_info();
+    assert_eq!(info.device, open.device);
+    assert_eq!(info.connections, 1);
+    assert!(!info.resumed);
+    assert_eq!(info.zero_rtt, ZeroRtt::NotTried, "no ticket yet");
+    assert_eq!(info.suggested_keepalive_ms, Some(15_000));
 
     client
         .publish(doc("alice@example.com").presence)
@@ -337,6 +417,7 @@ async fn an_untrusted_certificate_fails_tls() {
 async fn reconnects_after_a_drop_and_surfaces_items_once() {
     let mut gw = Gateway::start(Script {
         inbox: vec![vec![1], vec![1, 2]],
+        ..Script::default()
     });
     let client = Client::connect(gw.config("good")).await.unwrap();
     assert!(is_message(&next(&client).await, 1));
@@ -383,6 +464,7 @@ async fn reconnects_after_a_drop_and_surfaces_items_once() {
 async fn a_client_without_inbox_leaves_items_alone() {
     let mut gw = Gateway::start(Script {
         inbox: vec![vec![1, 2]],
+        ..Script::default()
     });
     let config = ClientConfig {
         inbox: false,
@@ -419,4 +501,299 @@ async fn without_reconnect_a_drop_is_final() {
     };
     assert!(reason.contains("shutdown"), "{reason}");
     assert_eq!(next(&client).await, None);
+}
+
+fn message(id: u8, body: &str) -> Message {
+    Message {
+        id: vec![id; 16],
+        to: "Bob@Example.com".into(),
+        reply_to: None,
+        content_type: None,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn is_send_of(frame: &Up, id: u8) -> bool {
+    matches!(frame, Up::Send { msg, .. } if msg.id == vec![id; 16])
+}
+
+/// Drops the link (the scripted gateway closes it with `shutdown` on this fetch) and
+/// waits for the client to notice.
+async fn drop_link(client: &Client) {
+    assert!(client.fetch("gone@example.com".into()).await.is_err());
+    let event = next(client).await;
+    assert!(
+        matches!(
+            event,
+            Some(Event::Connection(ConnectionState::Reconnecting { .. }))
+        ),
+        "{event:?}"
+    );
+}
+
+/// A message waits unanswered on session 0 when the link drops; the next session sends
+/// `Open` and then the message, first thing, with its id, and the caller gets its receipt.
+async fn resend_after_reconnect(gw: &mut Gateway, client: &Client) -> Vec<Up> {
+    let sending = client.send_message(message(7, "hold"));
+    let dropping = async {
+        gw.expect(0, |f| is_send_of(f, 7)).await;
+        drop_link(client).await;
+    };
+    let (sent, ()) = tokio::join!(sending, dropping);
+    assert_eq!(
+        sent,
+        Ok(SendOutcome {
+            id: vec![7; 16],
+            to: "bob@example.com".into(),
+            status: ReceiptStatus::Delivered
+        })
+    );
+    assert_eq!(
+        next(client).await,
+        Some(Event::Connection(ConnectionState::Connected))
+    );
+    let frames = gw.frames_of(1);
+    assert!(matches!(frames[0], Up::Open(_)), "{frames:?}");
+    assert!(is_send_of(&frames[1], 7), "{frames:?}");
+    frames
+}
+
+#[tokio::test]
+async fn a_reconnect_sends_open_and_the_outbox_as_0rtt_data() {
+    let mut gw = Gateway::start(Script {
+        resume: true,
+        ..Script::default()
+    });
+    let client = Client::connect(gw.config("good")).await.unwrap();
+    let first = gw.expect(0, |f| matches!(f, Up::Open(_))).await;
+    let frames = resend_after_reconnect(&mut gw, &client).await;
+    assert_eq!(frames[0], first, "the same device, the same Open");
+    let info = client.session_info();
+    assert_eq!(info.zero_rtt, ZeroRtt::Sent { accepted: true });
+    assert!(info.resumed);
+    assert_eq!(info.connections, 2);
+    // Requests that are not replay-safe work once the handshake is confirmed.
+    assert_eq!(
+        client.fetch("bob@example.com".into()).await.unwrap(),
+        doc("bob@example.com")
+    );
+    client.close().await;
+}
+
+#[tokio::test]
+async fn rejected_early_data_is_sent_again_after_the_handshake() {
+    let mut gw = Gateway::start(Script::default());
+    let client = Client::connect(gw.config("good")).await.unwrap();
+    client
+        .publish(doc("alice@example.com").presence)
+        .await
+        .unwrap();
+    gw.forget_tickets();
+    let frames = resend_after_reconnect(&mut gw, &client).await;
+    let info = client.session_info();
+    assert_eq!(info.zero_rtt, ZeroRtt::Sent { accepted: false });
+    assert!(!info.resumed);
+    // A fresh session: the presence is published again, after the outbox.
+    let restored = gw.expect(1, |f| matches!(f, Up::Publish { .. })).await;
+    assert!(
+        matches!(restored, Up::Publish { presence, .. } if presence == doc("alice@example.com").presence)
+    );
+    assert!(
+        !frames
+            .iter()
+            .take(2)
+            .any(|f| matches!(f, Up::Publish { .. }))
+    );
+    client.close().await;
+}
+
+#[tokio::test]
+async fn messages_wait_offline_and_late_receipts_come_as_events() {
+    let mut gw = Gateway::start(Script::default());
+    let config = ClientConfig {
+        request_timeout: Duration::from_millis(800),
+        ..gw.config("good")
+    };
+    let client = Client::connect(config).await.unwrap();
+    gw.refuse.store(true, Ordering::SeqCst);
+    drop_link(&client).await;
+
+    // Offline: a message waits in the outbox; other requests are refused at once.
+    let sent = client.send_message(message(3, "while offline")).await;
+    assert_eq!(sent, Err(ClientError::Timeout));
+    assert_eq!(
+        client.fetch("bob@example.com".into()).await,
+        Err(ClientError::NotConnected)
+    );
+    // The same id again joins the waiting message instead of queueing a second one.
+    assert_eq!(
+        client.send_message(message(3, "while offline")).await,
+        Err(ClientError::Timeout)
+    );
+
+    gw.refuse.store(false, Ordering::SeqCst);
+    client.network_changed(); // try at once instead of after the backoff
+    assert_eq!(
+        next(&client).await,
+        Some(Event::Connection(ConnectionState::Connected))
+    );
+    assert_eq!(
+        next(&client).await,
+        Some(Event::Sent(SendOutcome {
+            id: vec![3; 16],
+            to: "bob@example.com".into(),
+            status: ReceiptStatus::Delivered
+        }))
+    );
+    let frames = gw.frames_of(1);
+    assert!(matches!(frames[0], Up::Open(_)), "{frames:?}");
+    assert!(is_send_of(&frames[1], 3), "{frames:?}");
+    assert_eq!(
+        frames.iter().filter(|f| is_send_of(f, 3)).count(),
+        1,
+        "sent once: {frames:?}"
+    );
+    client.close().await;
+}
+
+#[tokio::test]
+async fn network_changed_moves_the_connection_without_a_handshake() {
+    let mut gw = Gateway::start(Script::default());
+    let client = Client::connect(gw.config("good")).await.unwrap();
+    client.network_changed();
+    assert_eq!(
+        client.fetch("bob@example.com".into()).await.unwrap(),
+        doc("bob@example.com")
+    );
+    let outcome = client
+        .send("bob@example.com".into(), b"moved".to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, ReceiptStatus::Delivered);
+    assert_eq!(client.session_info().connections, 1);
+    gw.expect(0, |f| matches!(f, Up::Send { .. })).await;
+    assert!(gw.frames_of(1).is_empty(), "no second connection");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_gateway_without_device_sessions_answers_welcome() {
+    let gw = Gateway::start(Script {
+        welcome: true,
+        ..Script::default()
+    });
+    let client = Client::connect(gw.config("good")).await.unwrap();
+    let info = client.session_info();
+    assert!(!info.resumed);
+    assert_eq!(info.suggested_keepalive_ms, None);
+    assert_eq!(
+        client.fetch("bob@example.com".into()).await.unwrap(),
+        doc("bob@example.com")
+    );
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_restarted_client_resumes_with_its_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start(Script {
+        inbox: vec![vec![1, 2]],
+        resume: true,
+        ..Script::default()
+    });
+    let config = ClientConfig {
+        state_dir: Some(dir.path().join("alice")),
+        request_timeout: Duration::from_millis(800),
+        ..gw.config("good")
+    };
+    let first = Client::connect(config.clone()).await.unwrap();
+    first
+        .publish(doc("alice@example.com").presence)
+        .await
+        .unwrap();
+    assert!(is_message(&next(&first).await, 1));
+    assert!(is_message(&next(&first).await, 2)); // item 1 is released
+    let sent = first.send_message(message(9, "hold")).await;
+    assert_eq!(sent, Err(ClientError::Timeout), "unanswered: stays queued");
+    let Up::Open(open) = gw.expect(0, |f| matches!(f, Up::Open(_))).await else {
+        unreachable!()
+    };
+    // Another client cannot use the directory meanwhile.
+    assert!(matches!(
+        Client::connect(config.clone()).await,
+        Err(ClientError::Storage(_))
+    ));
+    first.abandon().await; // a crash: no goodbye
+    assert!(first.fetch("bob@example.com".into()).await.is_err());
+
+    let second = Client::connect(config.clone()).await.unwrap();
+    let frames = gw.frames_of(1);
+    let Up::Open(again) = &frames[0] else {
+        panic!("{frames:?}")
+    };
+    assert_eq!(again.device, open.device, "the same device");
+    assert_eq!(again.inbox_seen, 1, "what the application released");
+    assert!(is_send_of(&frames[1], 9), "the outbox right after Open");
+    let info = second.session_info();
+    assert!(info.resumed);
+    assert_eq!(info.connections, 1);
+    // Item 2 was shown but not released: it comes again; item 1 does not.
+    assert!(is_message(&next(&second).await, 2));
+    assert_eq!(
+        next(&second).await,
+        Some(Event::Sent(SendOutcome {
+            id: vec![9; 16],
+            to: "bob@example.com".into(),
+            status: ReceiptStatus::Delivered
+        }))
+    );
+    gw.expect(1, |f| *f == Up::Ack { upto: 1 }).await;
+    assert!(
+        !gw.frames_of(1)
+            .iter()
+            .any(|f| matches!(f, Up::Publish { .. })),
+        "a resumed session keeps its presence"
+    );
+    second.acknowledge();
+    second.close().await;
+    gw.expect(1, |f| *f == Up::Ack { upto: 2 }).await;
+    drop(second);
+
+    let bob = ClientConfig {
+        user: "bob@example.com".into(),
+        ..config
+    };
+    let err = Client::connect(bob).await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
+}
+
+#[tokio::test]
+async fn after_a_fresh_start_the_kept_presence_is_published_until_a_goodbye() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start(Script::default());
+    let config = ClientConfig {
+        state_dir: Some(dir.path().to_path_buf()),
+        ..gw.config("good")
+    };
+    let presence = doc("alice@example.com").presence;
+    let first = Client::connect(config.clone()).await.unwrap();
+    first.publish(presence.clone()).await.unwrap();
+    first.abandon().await;
+
+    let second = Client::connect(config.clone()).await.unwrap();
+    assert!(!second.session_info().resumed);
+    let restored = gw.expect(1, |f| matches!(f, Up::Publish { .. })).await;
+    assert!(matches!(restored, Up::Publish { presence: p, .. } if p == presence));
+    second.close().await;
+    drop(second);
+
+    let third = Client::connect(config).await.unwrap();
+    third.fetch("bob@example.com".into()).await.unwrap();
+    assert!(
+        !gw.frames_of(2)
+            .iter()
+            .any(|f| matches!(f, Up::Publish { .. })),
+        "a goodbye forgets the presence"
+    );
+    third.close().await;
 }

@@ -21,4 +21,10 @@ echo "== build the binaries (the CLI end-to-end tests run them as processes)"
 cargo build --workspace --bins --locked
 
 echo "== cargo test --workspace"
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole run (each test binary prints its own summary, and the
+# last one is often a crate's empty doc-test run).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tern: %d passed, %d failed\n", p, f }' "$log"

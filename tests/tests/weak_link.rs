@@ -238,18 +238,35 @@ async fn a_blip_shorter_than_the_grace_period_shows_watchers_no_flap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_inside_and_beyond_the_resumption_window_lose_and_duplicate_nothing() {
-    let gw = fast_gateway().await;
+    // A link silent for 3 s is dead; a dead device session is kept 20 s. A 5 s outage
+    // ends in a resumption; a 60 s one outlasts the window and ends in a fresh session.
+    let gw = Harness::start_with(|c| {
+        c.timeouts.idle_timeout_ms = 3_000;
+        c.timeouts.resume_window_ms = 20_000;
+        c.timeouts.client_keepalive_ms = 1_000;
+    })
+    .await;
     let alice_token = gw.add_user("alice@example.com");
-    let mut direct = fast_client(&gw, &link(&gw, Impairment::default(), 50).await, "", "");
-    direct.gateway = gw.addr().to_string();
-    direct.user = "alice@example.com".into();
-    direct.token = alice_token;
-    let alice = Client::connect(direct).await.expect("alice connects");
+    let slow_timers = |mut config: ClientConfig| {
+        config.idle_timeout = Duration::from_secs(3);
+        config.keepalive = Duration::from_secs(1);
+        config
+    };
+    let alice = Client::connect(slow_timers(
+        gw.client_config("alice@example.com", &alice_token),
+    ))
+    .await
+    .expect("alice connects");
     let bob_token = gw.add_user("bob@example.com");
     let bob_link = link(&gw, Impairment::default(), 51).await;
-    let bob = Client::connect(fast_client(&gw, &bob_link, "bob@example.com", &bob_token))
-        .await
-        .expect("bob connects");
+    let bob = Client::connect(slow_timers(through(
+        &gw,
+        &bob_link,
+        "bob@example.com",
+        &bob_token,
+    )))
+    .await
+    .expect("bob connects");
     // Bob's app reads all the time, as a real one does (reading acknowledges).
     let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let reader = tokio::spawn(async move {
@@ -261,7 +278,7 @@ async fn outages_inside_and_beyond_the_resumption_window_lose_and_duplicate_noth
     });
     let mut sent = 0usize;
     let mut got: Vec<String> = Vec::new();
-    for outage in [Duration::from_millis(2_500), Duration::from_secs(7)] {
+    for outage in [Duration::from_secs(5), Duration::from_secs(60)] {
         // Traffic, then an outage in the middle of traffic, then more traffic.
         for _ in 0..10 {
             alice
@@ -287,7 +304,7 @@ async fn outages_inside_and_beyond_the_resumption_window_lose_and_duplicate_noth
             sent += 1;
         }
         while got.len() < sent {
-            let next = tokio::time::timeout(Duration::from_secs(30), seen.recv()).await;
+            let next = tokio::time::timeout(Duration::from_secs(90), seen.recv()).await;
             match next {
                 Ok(Some(body)) => got.push(body),
                 _ => panic!("only {} of {sent} arrived: {got:?}", got.len()),

@@ -177,6 +177,22 @@ pub async fn events_within(client: &Client, window: Duration) -> Vec<Event> {
     seen
 }
 
+/// A one-tuple presence: OPEN, with `note`.
+pub fn open_presence(note: &str) -> tern_client::Presence {
+    tern_client::Presence {
+        tuples: vec![tern_client::Tuple {
+            id: "phone".into(),
+            basic: tern_client::Basic::Open,
+            availability: None,
+            contact: None,
+            note: Some(note.into()),
+            at: None,
+            ext: Vec::new(),
+        }],
+        card: Vec::new(),
+    }
+}
+
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_tracing() {
     if std::env::var_os("RUST_LOG").is_some() {

@@ -26,6 +26,11 @@ pub struct RawSession {
 
 /// A client endpoint on loopback trusting `cert_pem`, speaking ALPN `tern/1`.
 pub fn endpoint(cert_pem: &[u8]) -> quinn::Endpoint {
+    endpoint_with(cert_pem, false)
+}
+
+/// [`endpoint`], optionally keeping TLS session tickets and sending 0-RTT data with them.
+pub fn endpoint_with(cert_pem: &[u8], early_data: bool) -> quinn::Endpoint {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut &cert_pem[..]) {
         roots.add(cert.expect("PEM certificate")).expect("trusted");
@@ -37,6 +42,7 @@ pub fn endpoint(cert_pem: &[u8]) -> quinn::Endpoint {
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![tern_wire::ALPN.to_vec()];
+    tls.enable_early_data = early_data;
     let crypto = QuicClientConfig::try_from(tls).expect("QUIC TLS config");
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();

@@ -4,26 +4,11 @@
 
 use std::sync::Arc;
 
-use tern_client::{Basic, Event, Presence, Tuple};
-use tern_tests::{Harness, PROMPTLY, expect_event};
+use tern_client::Event;
+use tern_tests::{Harness, PROMPTLY, expect_event, open_presence};
 use tokio::task::JoinSet;
 
 const MANY: usize = 300;
-
-fn open_presence(note: &str) -> Presence {
-    Presence {
-        tuples: vec![Tuple {
-            id: "phone".into(),
-            basic: Basic::Open,
-            availability: None,
-            contact: None,
-            note: Some(note.into()),
-            at: None,
-            ext: Vec::new(),
-        }],
-        card: Vec::new(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_of_hundreds_of_presentities_gets_every_document_at_login() {

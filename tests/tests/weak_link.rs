@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tern_client::{Basic, Client, ClientConfig, Event, Presence, Tuple};
-use tern_tests::Harness;
+use tern_client::{Client, ClientConfig, Event};
 use tern_tests::linkem::impairment::Impairment;
 use tern_tests::linkem::relay::{LinkConfig, Linkem};
+use tern_tests::{Harness, open_presence};
 
 /// 200 ms each way (400 ms RTT), ±20 ms jitter, 5 % loss each way.
 fn train() -> Impairment {
@@ -32,21 +32,6 @@ fn through(gw: &Harness, link: &Linkem, user: &str, token: &str) -> ClientConfig
     config.gateway = link.addr().to_string();
     config.request_timeout = Duration::from_secs(60);
     config
-}
-
-fn note(text: &str) -> Presence {
-    Presence {
-        tuples: vec![Tuple {
-            id: "phone".into(),
-            basic: Basic::Open,
-            availability: None,
-            contact: None,
-            note: Some(text.into()),
-            at: None,
-            ext: Vec::new(),
-        }],
-        card: Vec::new(),
-    }
 }
 
 /// Reads events until `done` says so or `limit` passes; returns what was seen.
@@ -153,7 +138,7 @@ async fn presence_converges_to_the_last_published_value_over_a_lossy_link() {
         watchers.push((client, wlink));
     }
     let published: Vec<_> = futures::stream::iter(0..50)
-        .map(|i| alice.publish(note(&format!("state {i}"))))
+        .map(|i| alice.publish(open_presence(&format!("state {i}"))))
         .buffered(16)
         .collect()
         .await;
@@ -208,7 +193,7 @@ async fn a_blip_shorter_than_the_grace_period_shows_watchers_no_flap() {
     .await
     .expect("alice connects");
     alice
-        .publish(note("on the train"))
+        .publish(open_presence("on the train"))
         .await
         .expect("published");
     bob.subscribe("alice@example.com".into())
@@ -225,7 +210,7 @@ async fn a_blip_shorter_than_the_grace_period_shows_watchers_no_flap() {
     );
     // alice is back and usable.
     alice
-        .publish(note("out of the tunnel"))
+        .publish(open_presence("out of the tunnel"))
         .await
         .expect("publishes again");
     let after = collect_until(&bob, Duration::from_secs(5), |e| {

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use tern_client::{Basic, Client, ClientConfig, ClientError, Event, Presence, Tuple, ZeroRtt};
+use tern_client::{Client, ClientConfig, ClientError, Event, ZeroRtt};
 use tern_tests::linkem::{LinkConfig, Linkem};
 use tern_tests::relay::Relay;
-use tern_tests::{Harness, PROMPTLY, events_within, expect_event};
+use tern_tests::{Harness, PROMPTLY, events_within, expect_event, open_presence};
 
 /// Short timings: the link counts as lost after a second of silence.
 fn weak(mut config: ClientConfig) -> ClientConfig {
@@ -16,21 +16,6 @@ fn weak(mut config: ClientConfig) -> ClientConfig {
     config.idle_timeout = Duration::from_secs(1);
     config.request_timeout = Duration::from_secs(2);
     config
-}
-
-fn open_presence(note: &str) -> Presence {
-    Presence {
-        tuples: vec![Tuple {
-            id: "phone".into(),
-            basic: Basic::Open,
-            availability: None,
-            contact: None,
-            note: Some(note.into()),
-            at: None,
-            ext: Vec::new(),
-        }],
-        card: Vec::new(),
-    }
 }
 
 /// The body of the next message event.

@@ -8,37 +8,13 @@
 //! replays TLS cannot recognise: another node, a restart), is shown by
 //! `tern-gateway-core` `hub::tests::a_replayed_first_flight_delivers_nothing_twice_and_changes_nothing`.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::crypto::rustls::QuicClientConfig;
 use tern_client::{Event, ReceiptStatus};
 use tern_tests::relay::Relay;
 use tern_tests::{Harness, PROMPTLY, events_within, expect_event};
 use tern_wire::codec::{self, FrameBuf};
 use tern_wire::{Down, Message, Open, Up, VERSION};
-
-/// A client endpoint whose TLS configuration keeps session tickets and sends early data.
-fn endpoint(cert_pem: &[u8]) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &cert_pem[..]) {
-        roots.add(cert.expect("PEM")).expect("trusted");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![tern_wire::ALPN.to_vec()];
-    tls.enable_early_data = true;
-    let crypto = QuicClientConfig::try_from(tls).expect("QUIC TLS");
-    let mut endpoint =
-        quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("socket");
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint
-}
 
 fn opening(token: &str) -> Up {
     Up::Open(Open {
@@ -93,7 +69,7 @@ async fn a_returning_client_sends_its_message_in_0rtt_and_a_replay_changes_nothi
     let gw = Harness::start().await;
     let alice_token = gw.add_user("alice@example.com");
     let bob_token = gw.add_user("bob@example.com");
-    let endpoint = endpoint(&gw.cert_pem());
+    let endpoint = tern_tests::raw::endpoint_with(&gw.cert_pem(), true);
 
     // First contact: a full handshake, which leaves alice's TLS stack a session ticket.
     let first = endpoint

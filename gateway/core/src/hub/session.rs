@@ -109,10 +109,14 @@ impl From<Hello> for Opening {
     }
 }
 
-impl From<Open> for Opening {
-    fn from(o: Open) -> Self {
+impl Opening {
+    /// An `Open` frame, once its device id is checked.
+    fn from_open(o: Open) -> Result<Self, (ErrorCode, &'static str)> {
+        if o.device.is_empty() || o.device.len() > MSG_ID_MAX {
+            return Err((ErrorCode::MALFORMED, "a device id has 1 to 32 bytes"));
+        }
         let inbox = o.takes_inbox();
-        Self {
+        Ok(Self {
             version: o.version,
             user: o.user,
             token: o.token,
@@ -120,7 +124,7 @@ impl From<Open> for Opening {
             inbox_seen: o.inbox_seen,
             inbox,
             resumable: true,
-        }
+        })
     }
 }
 
@@ -212,13 +216,10 @@ impl Hub {
             Some(ConnState::AwaitHello) => {
                 return match frame {
                     Up::Hello(hello) => self.open(now, conn, hello.into(), store),
-                    Up::Open(open) => {
-                        if open.device.is_empty() || open.device.len() > MSG_ID_MAX {
-                            let text = "a device id has 1 to 32 bytes";
-                            return self.close(now, conn, ErrorCode::MALFORMED, text, store);
-                        }
-                        self.open(now, conn, open.into(), store)
-                    }
+                    Up::Open(open) => match Opening::from_open(open) {
+                        Ok(opening) => self.open(now, conn, opening, store),
+                        Err((code, text)) => self.close(now, conn, code, text, store),
+                    },
                     _ => {
                         let text = "Hello or Open must come first";
                         self.close(now, conn, ErrorCode::PROTOCOL, text, store)
@@ -301,13 +302,10 @@ impl Hub {
         let waiting = early.waiting.len();
         match (frame, opened) {
             (Up::Hello(hello), None) => self.early_opening(now, conn, hello.into(), store),
-            (Up::Open(open), None) => {
-                if open.device.is_empty() || open.device.len() > MSG_ID_MAX {
-                    let text = "a device id has 1 to 32 bytes";
-                    return self.close(now, conn, ErrorCode::MALFORMED, text, store);
-                }
-                self.early_opening(now, conn, open.into(), store)
-            }
+            (Up::Open(open), None) => match Opening::from_open(open) {
+                Ok(opening) => self.early_opening(now, conn, opening, store),
+                Err((code, text)) => self.close(now, conn, code, text, store),
+            },
             (Up::Send { req, msg }, Some(user)) => {
                 self.send_message(now, conn, &user, req, msg, store)
             }

@@ -29,7 +29,7 @@ use tern_wire::{Down, ErrorCode, PresenceDoc};
 use crate::config::HubConfig;
 use crate::store::{Store, StoreError};
 
-pub use session::{ConnState, Early};
+pub use session::{ConnState, Early, EarlyAnswer};
 
 /// Identifies one client connection; chosen by the runtime, never reused while live.
 pub type ConnId = u64;
@@ -199,8 +199,10 @@ impl Hub {
     }
 
     fn send(&mut self, conn: ConnId, frame: Down) {
-        // Nothing leaves for a connection that may be a replay; it waits for confirmation.
-        if let Some(ConnState::Early(early)) = self.conns.get_mut(&conn) {
+        // Until a connection that may be a replay is answered, what is for it waits.
+        if let Some(ConnState::Early(early)) = self.conns.get_mut(&conn)
+            && early.answered.is_none()
+        {
             early.held.push(frame);
             return;
         }

@@ -164,6 +164,28 @@ impl Hub {
         Ok(())
     }
 
+    /// On a session confirmed after an early answer: the documents that changed since.
+    pub(super) fn send_subscribed_presence_since(
+        &mut self,
+        conn: ConnId,
+        user: &str,
+        since: Millis,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let targets: Vec<String> = self
+            .watching
+            .get(user)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        for target in targets {
+            let doc = self.current_doc(&target, store)?;
+            if doc.updated >= since {
+                self.send(conn, Down::Notify { doc });
+            }
+        }
+        Ok(())
+    }
+
     /// The principal's last session ended: an OPEN presentity becomes CLOSED for its
     /// watchers (3.2.4, 3.2.5). Notes and contact addresses stay; availability goes.
     pub(super) fn mark_out_of_contact(

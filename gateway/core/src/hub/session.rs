@@ -64,20 +64,37 @@ pub struct Session {
 
 /// A connection whose handshake is not confirmed: its frames may be 0-RTT data that an
 /// attacker recorded and replays. Until confirmation the only effect allowed is storing
-/// messages, which is idempotent (each (sender, id) is accepted once); the opening frame
-/// is authenticated but does not take the device session over, and every other frame
-/// waits. Nothing is sent to the connection (only a refusal closes it). At confirmation
-/// the opening runs for real, the receipts of the early messages follow `Opened`, and
-/// the waiting frames are handled in order. A replayed flight is never confirmed: it
-/// stores nothing new, sends nothing, and changes no state.
+/// messages, which is idempotent (each (sender, id) is accepted once). The opening frame
+/// is authenticated and answered at once with what only reading takes (`Opened`, the
+/// current presence of the subscriptions, a window of inbox items, and the receipts of
+/// the early messages), sent as 0.5-RTT data that a replayer cannot decrypt; but it does
+/// not take the device session over, move any position, or run any other request: those
+/// wait. At confirmation the session is taken over for real, presence that changed in
+/// between is restated, and the waiting frames are handled in order. A replayed flight
+/// is never confirmed: it stores nothing new and changes no state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Early {
     /// The authenticated opening frame, once it came.
     pub(super) opening: Option<Opening>,
     /// Frames waiting for confirmation.
     pub(super) waiting: Vec<Up>,
-    /// Frames for the connection, sent after `Opened` at confirmation.
+    /// Frames for the connection produced before it was answered.
     pub(super) held: Vec<Down>,
+    /// Set once the read-only answer went out as 0.5-RTT data.
+    pub(super) answered: Option<EarlyAnswer>,
+}
+
+/// What an unconfirmed connection was already sent in 0.5-RTT data: `Opened`, the current
+/// presence of its subscriptions and a window of inbox items. None of it changed state,
+/// and a replayer cannot read it (it is encrypted under keys only the real client holds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlyAnswer {
+    /// When, for restating what changed before confirmation.
+    pub(super) at: Millis,
+    /// Highest inbox sequence number sent.
+    pub(super) pushed: u64,
+    /// Inbox sequence numbers sent, oldest first.
+    pub(super) in_flight: VecDeque<u64>,
 }
 
 /// Most frames an unconfirmed connection may have waiting.
@@ -215,9 +232,9 @@ impl Hub {
             Some(ConnState::Early(_)) => return self.early_frame(now, conn, frame, store),
             Some(ConnState::AwaitHello) => {
                 return match frame {
-                    Up::Hello(hello) => self.open(now, conn, hello.into(), store),
+                    Up::Hello(hello) => self.open(now, conn, hello.into(), None, store),
                     Up::Open(open) => match Opening::from_open(open) {
-                        Ok(opening) => self.open(now, conn, opening, store),
+                        Ok(opening) => self.open(now, conn, opening, None, store),
                         Err((code, text)) => self.close(now, conn, code, text, store),
                     },
                     _ => {
@@ -276,7 +293,7 @@ impl Hub {
         };
         self.conns.insert(conn, ConnState::AwaitHello);
         if let Some(opening) = early.opening {
-            self.open(now, conn, opening, store)?;
+            self.open(now, conn, opening, early.answered, store)?;
         }
         for frame in early.held {
             self.send(conn, frame);
@@ -338,8 +355,10 @@ impl Hub {
             Ok(record) => {
                 // The normalised address, as `open` will use it.
                 opening.user = record.address;
+                let answer = self.answer_early(now, conn, &opening, store)?;
                 if let Some(ConnState::Early(early)) = self.conns.get_mut(&conn) {
                     early.opening = Some(opening);
+                    early.answered = Some(answer);
                 }
                 Ok(())
             }
@@ -347,11 +366,14 @@ impl Hub {
         }
     }
 
+    /// Opens (or resumes, or takes over) a session. `answered` is what the connection
+    /// was already sent before its handshake was confirmed.
     fn open(
         &mut self,
         now: Millis,
         conn: ConnId,
         opening: Opening,
+        answered: Option<EarlyAnswer>,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
         let record = match self.authenticate(&opening, store)? {
@@ -380,6 +402,17 @@ impl Hub {
         } else {
             0
         };
+        let (pushed, in_flight) = match &answered {
+            Some(a) => (
+                a.pushed.max(acked),
+                a.in_flight
+                    .iter()
+                    .copied()
+                    .filter(|seq| *seq > acked)
+                    .collect(),
+            ),
+            None => (acked, VecDeque::new()),
+        };
         self.conns.insert(
             conn,
             ConnState::Active(Session {
@@ -389,20 +422,86 @@ impl Hub {
                 resumable: opening.resumable,
                 inbox: opening.inbox,
                 acked,
-                pushed: acked,
-                in_flight: VecDeque::new(),
+                pushed,
+                in_flight,
             }),
         );
         if opening.resumable {
             self.live.insert(key, conn);
         }
         self.online.entry(user.clone()).or_default().push(conn);
-        self.send(conn, self.opened_frame(now, &user, &opening, resumed));
-        // Presence is state: the current document of every subscription, once, never
-        // the states in between. Even on resumption everything is restated, because
-        // notifications written just before a link died may never have arrived.
-        self.send_subscribed_presence(conn, &user, store)?;
+        match answered {
+            None => {
+                self.send(conn, self.opened_frame(now, &user, &opening, resumed));
+                // Presence is state: the current document of every subscription, once,
+                // never the states in between. Even on resumption everything is restated,
+                // because notifications written just before a link died may never have
+                // arrived.
+                self.send_subscribed_presence(conn, &user, store)?;
+            }
+            // Already answered in 0.5-RTT data: only what changed since then.
+            Some(answer) => self.send_subscribed_presence_since(conn, &user, answer.at, store)?,
+        }
         self.deliver_more(conn, store)
+    }
+
+    /// The read-only answer to an opening that came before confirmation (see [`Early`]):
+    /// sent at once, it changes nothing.
+    fn answer_early(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        opening: &Opening,
+        store: &mut dyn Store,
+    ) -> Result<EarlyAnswer, StoreError> {
+        let user = opening.user.clone();
+        let device = &opening.device;
+        let resumed = opening.resumable
+            && (self.live.contains_key(&(user.clone(), device.clone()))
+                || self
+                    .parked
+                    .get(&user)
+                    .is_some_and(|d| d.contains_key(device)));
+        if self.sessions_of(&user) == 0 && !self.parked.contains_key(&user) {
+            self.resync_principal(&user, store)?;
+        }
+        let opened = self.opened_frame(now, &user, opening, resumed);
+        self.emit(Action::Send {
+            conn,
+            frame: opened,
+        });
+        let targets: Vec<String> = self
+            .watching
+            .get(&user)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        for target in targets {
+            let doc = self.current_doc(&target, store)?;
+            self.emit(Action::Send {
+                conn,
+                frame: Down::Notify { doc },
+            });
+        }
+        let mut answer = EarlyAnswer {
+            at: now,
+            pushed: 0,
+            in_flight: VecDeque::new(),
+        };
+        if opening.inbox {
+            let stored = store.device(&user, device)?.map_or(0, |r| r.acked);
+            let from = stored.max(opening.inbox_seen.min(store.inbox_last(&user)?));
+            let window = usize::try_from(self.config.inbox_window).unwrap_or(usize::MAX);
+            answer.pushed = from;
+            for (seq, item) in store.inbox_after(&user, from, window)? {
+                answer.pushed = seq;
+                answer.in_flight.push_back(seq);
+                self.emit(Action::Send {
+                    conn,
+                    frame: Down::Deliver { seq, item },
+                });
+            }
+        }
+        Ok(answer)
     }
 
     /// Checks the version, the address and the token of an opening frame.

@@ -152,19 +152,11 @@ impl Hub {
         user: &str,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
-        let targets: Vec<String> = self
-            .watching
-            .get(user)
-            .map(|t| t.iter().cloned().collect())
-            .unwrap_or_default();
-        for target in targets {
-            let doc = self.current_doc(&target, store)?;
-            self.send(conn, Down::Notify { doc });
-        }
-        Ok(())
+        self.send_subscribed_presence_since(conn, user, 0, store)
     }
 
-    /// On a session confirmed after an early answer: the documents that changed since.
+    /// The current document of everything the principal watches that changed at or
+    /// after `since` (0: everything).
     pub(super) fn send_subscribed_presence_since(
         &mut self,
         conn: ConnId,

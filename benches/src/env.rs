@@ -179,6 +179,44 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     )
 }
 
+/// The command that reproduces this run of the benchmark binary `bin`, with its arguments
+/// quoted for a POSIX shell.
+pub fn command_line(bin: &str) -> String {
+    let profile = if cfg!(debug_assertions) {
+        ""
+    } else {
+        " --release"
+    };
+    let mut line = format!("cargo run{profile} -p tern-benches --bin {bin} --");
+    for arg in std::env::args().skip(1) {
+        let plain = !arg.is_empty()
+            && arg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.,/=".contains(c));
+        if plain {
+            line.push(' ');
+            line.push_str(&arg);
+        } else {
+            line.push_str(&format!(" '{}'", arg.replace('\'', r"'\''")));
+        }
+    }
+    line
+}
+
+/// A count above zero, for command-line arguments.
+pub fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be above 0".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Whole seconds above zero, for command-line arguments.
+pub fn seconds(text: &str) -> Result<std::time::Duration, String> {
+    positive(text).map(|n| std::time::Duration::from_secs(n as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,110 +30,41 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 const DOMAIN: &str = "example.com";
-const USAGE: &str = "\
-usage: loopback [--runs N] [--messages M] [--senders K] [--window W] [--warmup N]
-                [--sequential N] [--phase-timeout SECS] [--wait SECS] [--dir PATH]
-
-  --runs N             latency samples per measurement (default 1000)
-  --messages M         messages per throughput workload (default 20000)
-  --senders K          sending clients in the throughput workloads (default 4)
-  --window W           sends in flight per sending client (default 64)
-  --warmup N           unmeasured round trips before each latency series (default 50)
-  --sequential N       messages of the one-at-a-time stored workload (default 1000)
-  --phase-timeout SECS bound on each phase (default 180)
-  --wait SECS          bound on each single request or event (default 30)
-  --dir PATH           where the temporary data directory goes (default: the system's)";
-
-/// Command-line parameters.
-#[derive(Debug, Clone)]
+/// Loopback latency and throughput of one gateway, against same-run baselines.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "loopback")]
 struct Args {
+    /// Latency samples per measurement.
+    #[arg(long, default_value = "1000", value_parser = env::positive)]
     runs: usize,
+    /// Messages per throughput workload.
+    #[arg(long, default_value = "20000", value_parser = env::positive)]
     messages: usize,
+    /// Sending clients in the throughput workloads.
+    #[arg(long, default_value = "4", value_parser = env::positive)]
     senders: usize,
+    /// Sends in flight per sending client.
+    #[arg(long, default_value = "64", value_parser = env::positive)]
     window: usize,
+    /// Unmeasured round trips before each latency series.
+    #[arg(long, default_value = "50")]
     warmup: usize,
+    /// Messages of the one-at-a-time stored workload.
+    #[arg(long, default_value = "1000")]
     sequential: usize,
+    /// Bound on each phase, seconds.
+    #[arg(long = "phase-timeout", default_value = "180", value_parser = env::seconds)]
     phase_timeout: Duration,
+    /// Bound on each single request or event, seconds.
+    #[arg(long, default_value = "30", value_parser = env::seconds)]
     wait: Duration,
+    /// Where the temporary data directory goes (default: the system's).
+    #[arg(long)]
     dir: Option<PathBuf>,
-    /// The arguments as given, for the printed command.
-    given: Vec<String>,
-}
-
-impl Args {
-    fn parse(given: Vec<String>) -> Result<Option<Self>> {
-        let mut args = Self {
-            runs: 1000,
-            messages: 20_000,
-            senders: 4,
-            window: 64,
-            warmup: 50,
-            sequential: 1000,
-            phase_timeout: Duration::from_secs(180),
-            wait: Duration::from_secs(30),
-            dir: None,
-            given: given.clone(),
-        };
-        let mut it = given.into_iter();
-        while let Some(flag) = it.next() {
-            if flag == "-h" || flag == "--help" {
-                return Ok(None);
-            }
-            let value = it
-                .next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-            let number = || {
-                value
-                    .parse::<usize>()
-                    .with_context(|| format!("{flag} {value}: not a number"))
-            };
-            match flag.as_str() {
-                "--runs" => args.runs = number()?,
-                "--messages" => args.messages = number()?,
-                "--senders" => args.senders = number()?,
-                "--window" => args.window = number()?,
-                "--warmup" => args.warmup = number()?,
-                "--sequential" => args.sequential = number()?,
-                "--phase-timeout" => args.phase_timeout = Duration::from_secs(number()? as u64),
-                "--wait" => args.wait = Duration::from_secs(number()? as u64),
-                "--dir" => args.dir = Some(PathBuf::from(value)),
-                _ => bail!("unknown argument {flag}\n{USAGE}"),
-            }
-        }
-        if args.runs == 0 || args.messages == 0 || args.senders == 0 || args.window == 0 {
-            bail!("--runs, --messages, --senders and --window must be above 0");
-        }
-        if args.phase_timeout.is_zero() || args.wait.is_zero() {
-            bail!("--phase-timeout and --wait must be above 0");
-        }
-        Ok(Some(args))
-    }
-
-    /// The command that reproduces this run.
-    fn command(&self) -> String {
-        let release = if cfg!(debug_assertions) {
-            ""
-        } else {
-            " --release"
-        };
-        let mut line = format!("cargo run{release} -p tern-benches --bin loopback --");
-        for arg in &self.given {
-            line.push(' ');
-            if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '\'') {
-                line.push_str(&format!("'{}'", arg.replace('\'', r"'\''")));
-            } else {
-                line.push_str(arg);
-            }
-        }
-        line
-    }
 }
 
 fn main() -> Result<()> {
-    let Some(args) = Args::parse(std::env::args().skip(1).collect())? else {
-        println!("{USAGE}");
-        return Ok(());
-    };
+    let args = <Args as clap::Parser>::parse();
     let workers = env::cores();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -352,7 +283,7 @@ async fn run(args: Args, workers: usize) -> Result<()> {
     let quic_after = summary(&mut echo_after)?;
     let sqlite_one = sqlite_before.pooled(&sqlite_after);
     println!("# tern loopback benchmarks\n");
-    println!("Command: `{}`\n", args.command());
+    println!("Command: `{}`\n", env::command_line("loopback"));
     println!("| environment | |\n|---|---|");
     for (name, value) in environment {
         println!("| {name} | {value} |");

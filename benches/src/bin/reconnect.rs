@@ -47,17 +47,6 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 const DOMAIN: &str = "example.com";
-const USAGE: &str = "\
-usage: reconnect [--rtts MS,MS,...] [--runs N] [--loss P] [--missed N] [--wait SECS]
-                 [--dir PATH]
-
-  --rtts MS,...  round-trip times of the emulated link, ms (default 50,300,600,1000)
-  --runs N       runs per RTT and case; tables show the median (default 5)
-  --loss P       random loss probability on each direction of the link (default 0)
-  --missed N     messages queued for the client while it is away (default 5)
-  --wait SECS    bound on every single wait (default 120)
-  --dir PATH     where the temporary data directory goes (default: the system's)";
-
 /// Shortest idle timeout used, whatever the RTT.
 const IDLE_MIN: Duration = Duration::from_millis(1500);
 /// The idle timeout is this many RTTs when that is longer than [`IDLE_MIN`].
@@ -78,96 +67,43 @@ const FULL_DATAGRAM: usize = 1200;
 const SETTLE_RTTS: u32 = 5;
 const SETTLE_EXTRA: Duration = Duration::from_millis(200);
 
-/// Command-line parameters.
-#[derive(Debug, Clone)]
+/// Reconnect times and bytes through the link emulator, in units of its RTT.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "reconnect")]
 struct Args {
+    /// Round-trip times of the emulated link, ms (2 to 20000).
+    #[arg(long, value_delimiter = ',', default_value = "50,300,600,1000", value_parser = rtt)]
     rtts: Vec<u64>,
+    /// Runs per RTT and case; tables show the median.
+    #[arg(long, default_value = "5", value_parser = env::positive)]
     runs: usize,
+    /// Random loss probability on each direction of the link, in [0, 1).
+    #[arg(long, default_value = "0", value_parser = probability)]
     loss: f64,
+    /// Messages queued for the client while it is away.
+    #[arg(long, default_value = "5", value_parser = env::positive)]
     missed: usize,
+    /// Bound on every single wait, seconds.
+    #[arg(long, default_value = "120", value_parser = env::seconds)]
     wait: Duration,
+    /// Where the temporary data directory goes (default: the system's).
+    #[arg(long)]
     dir: Option<PathBuf>,
-    /// The arguments as given, for the printed command.
-    given: Vec<String>,
 }
 
-impl Args {
-    fn parse(given: Vec<String>) -> Result<Option<Self>> {
-        let mut args = Self {
-            rtts: vec![50, 300, 600, 1000],
-            runs: 5,
-            loss: 0.0,
-            missed: 5,
-            wait: Duration::from_secs(120),
-            dir: None,
-            given: given.clone(),
-        };
-        let mut it = given.into_iter();
-        while let Some(flag) = it.next() {
-            if flag == "-h" || flag == "--help" {
-                return Ok(None);
-            }
-            let value = it
-                .next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-            let number = |text: &str| {
-                text.trim()
-                    .parse::<u64>()
-                    .with_context(|| format!("{flag} {value}: not a whole number"))
-            };
-            match flag.as_str() {
-                "--rtts" => {
-                    args.rtts = value.split(',').map(number).collect::<Result<Vec<_>>>()?;
-                }
-                "--runs" => args.runs = usize::try_from(number(&value)?)?,
-                "--missed" => args.missed = usize::try_from(number(&value)?)?,
-                "--wait" => args.wait = Duration::from_secs(number(&value)?),
-                "--loss" => {
-                    args.loss = value
-                        .parse()
-                        .with_context(|| format!("--loss {value}: not a number"))?;
-                }
-                "--dir" => args.dir = Some(PathBuf::from(value)),
-                _ => bail!("unknown argument {flag}\n{USAGE}"),
-            }
-        }
-        ensure!(
-            !args.rtts.is_empty() && args.rtts.iter().all(|&r| (2..=20_000).contains(&r)),
-            "--rtts must list RTTs of 2 to 20000 ms"
-        );
-        ensure!(
-            args.runs > 0 && args.missed > 0,
-            "--runs and --missed must be above 0"
-        );
-        ensure!(
-            (0.0..1.0).contains(&args.loss),
-            "--loss must be a probability in [0, 1)"
-        );
-        ensure!(!args.wait.is_zero(), "--wait must be above 0");
-        Ok(Some(args))
+fn rtt(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(ms) if (2..=20_000).contains(&ms) => Ok(ms),
+        Ok(_) => Err("an RTT is 2 to 20000 ms".into()),
+        Err(e) => Err(e.to_string()),
     }
+}
 
-    /// The command that reproduces this run.
-    fn command(&self) -> String {
-        let profile = if cfg!(debug_assertions) {
-            ""
-        } else {
-            " --release"
-        };
-        let mut line = format!("cargo run{profile} -p tern-benches --bin reconnect --");
-        for arg in &self.given {
-            let plain = !arg.is_empty()
-                && arg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.,/=".contains(c));
-            if plain {
-                line.push(' ');
-                line.push_str(arg);
-            } else {
-                line.push_str(&format!(" '{}'", arg.replace('\'', r"'\''")));
-            }
-        }
-        line
+fn probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..1.0).contains(&p) => Ok(p),
+        Ok(_) => Err("a probability in [0, 1)".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -177,10 +113,7 @@ macro_rules! progress {
 }
 
 fn main() -> Result<()> {
-    let Some(args) = Args::parse(std::env::args().skip(1).collect())? else {
-        println!("{USAGE}");
-        return Ok(());
-    };
+    let args = <Args as clap::Parser>::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(env::cores())
         .enable_all()
@@ -1132,7 +1065,7 @@ fn report(
     elapsed: Duration,
 ) -> Result<()> {
     println!("# tern reconnect benchmarks\n");
-    println!("Command: `{}`\n", args.command());
+    println!("Command: `{}`\n", env::command_line("reconnect"));
     println!("| environment | |\n|---|---|");
     for (name, value) in environment {
         println!("| {name} | {value} |");

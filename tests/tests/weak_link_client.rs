@@ -224,8 +224,8 @@ async fn after_an_outage_the_client_reconnects_with_0rtt_and_sends_the_queue_onc
     let info = alice.session_info();
     println!("after the outage: {info:?}");
     assert!(
-        matches!(info.zero_rtt, ZeroRtt::Sent { .. }),
-        "the first flight went as early data: {info:?}"
+        matches!(info.zero_rtt, ZeroRtt::Sent { accepted: true }),
+        "the first flight went as early data and the gateway accepted it: {info:?}"
     );
     assert_eq!(info.connections, 2);
     assert!(info.resumed, "the parked session was resumed: {info:?}");

@@ -108,6 +108,17 @@ pub fn body_size<T: Serialize>(frame: &T) -> usize {
     postcard::experimental::serialized_size(frame).unwrap_or(usize::MAX)
 }
 
+/// The bytes `frame` takes on a stream: its length prefix and its body, without
+/// encoding it.
+pub fn frame_size<T: Serialize>(frame: &T) -> usize {
+    let body = body_size(frame);
+    let prefix = put_varint(
+        u32::try_from(body).unwrap_or(u32::MAX),
+        &mut [0u8; PREFIX_MAX],
+    );
+    body.saturating_add(prefix)
+}
+
 /// Decodes one frame from the front of `buf`, which holds bytes read from a stream.
 ///
 /// Returns `Ok(None)` when `buf` holds only part of a frame, `Ok(Some((frame, used)))`

@@ -8,9 +8,9 @@
 //! make a new one.
 //!
 //! TLS is 1.3 only (QUIC requires it) with the `ring` provider, ALPN [`tern_wire::ALPN`],
-//! no client certificates and no 0-RTT (`max_early_data_size` stays 0: replayable early
-//! data needs its own design first). The transport settings come from
-//! [`GatewayConfig`]. This module does no networking.
+//! no client certificates, and 0-RTT on single-use stateful tickets (see
+//! [`rustls_config`]; replay safety is in tern-gateway-core's `Early`). The transport
+//! settings come from [`GatewayConfig`]. This module does no networking.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -52,7 +52,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use tern_wire::codec::body_size;
+use tern_wire::codec::frame_size;
 use tern_wire::{Down, ErrorCode};
 
 /// What a connection's writer is asked to do.
@@ -225,7 +225,7 @@ impl OutQueue {
         let Down::Notify { doc } = &frame else {
             return self.push_ordinary(frame);
         };
-        let size = encoded_len(&frame);
+        let size = frame_size(&frame);
         let at = self
             .open
             .get(doc.presentity.as_str())
@@ -247,7 +247,7 @@ impl OutQueue {
     }
 
     fn push_ordinary(&mut self, frame: Down) -> Pushed {
-        let size = encoded_len(&frame);
+        let size = frame_size(&frame);
         if self.ordinary >= self.bounds.frames
             || self.ordinary_bytes.saturating_add(size) > self.bounds.bytes
         {
@@ -281,18 +281,6 @@ impl OutQueue {
         self.stats.notifies = 0;
         self.stats.bytes = 0;
     }
-}
-
-/// The bytes `frame` takes on the stream: its body and the varint length prefix.
-fn encoded_len(frame: &Down) -> usize {
-    let body = body_size(frame);
-    let mut prefix = 1;
-    let mut rest = body >> 7;
-    while rest > 0 {
-        prefix += 1;
-        rest >>= 7;
-    }
-    body.saturating_add(prefix)
 }
 
 #[cfg(test)]
@@ -469,7 +457,7 @@ mod tests {
             unreachable!()
         };
         let size = encode(&one).len();
-        assert_eq!(encoded_len(&one), size);
+        assert_eq!(frame_size(&one), size);
         let mut queue = OutQueue::new(Bounds {
             frames: 100,
             bytes: 2 * size,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ErrorCode;
 use crate::message::{InboxItem, Message, ReceiptStatus};
 use crate::presence::{Presence, PresenceDoc};
+use crate::sync::{Batch, ClientMode, Have, Slot, Version};
 use crate::types::{Key, Name, Text};
 
 /// A request id, chosen by the client, echoed in the response.
@@ -73,6 +74,32 @@ pub enum Up {
     /// 8: opens or resumes the session of one device; the opening frame of clients that
     /// keep state (instead of [`Up::Hello`]). Must be the first frame, exactly once.
     Open(Open),
+    /// 9: the state vector of a [`Open::SYNC`] session: what presence the client holds.
+    /// Answered with [`Down::Synced`]. Send it right after `Open`, in the same flight,
+    /// and again whenever a batch did not apply.
+    Have(Have),
+    /// 10: the client's mode changed (foreground, background, sleepy). Like every frame
+    /// the client sends, it also flushes presence changes waiting for this session.
+    Mode {
+        /// The new mode.
+        mode: ClientMode,
+    },
+    /// 11: acknowledges every [`Down::Batch`] (and [`Down::Synced`]) up to and including
+    /// number `batch`.
+    Applied {
+        /// The highest batch number applied, cumulative.
+        batch: u32,
+    },
+    /// 12: fetches a presentity's presence if it changed since `version`: answered with
+    /// [`Down::Ok`] when the fetcher's version is current, else [`Down::Versioned`].
+    FetchIf {
+        /// Request id.
+        req: ReqId,
+        /// The presentity.
+        target: Name,
+        /// The version the fetcher holds; 0 fetches unconditionally.
+        version: Version,
+    },
 }
 
 /// The opening frame of a device that keeps state: it names the device, so that the
@@ -101,6 +128,16 @@ impl Open {
     /// This session takes inbox items (messages and late receipts). Without it the
     /// gateway pushes none to it, and does not wait for it to acknowledge anything.
     pub const INBOX: u8 = 1;
+    /// This session takes presence synchronised ([`crate::sync`]): `Subscribe` is answered
+    /// with [`Down::Subscribed`] and changes come as [`Down::Batch`] deltas, flushed by
+    /// the client's mode, instead of one [`Down::Notify`] per change. The session starts
+    /// in [`ClientMode::ACTIVE`] until its [`Up::Have`] says otherwise.
+    pub const SYNC: u8 = 2;
+
+    /// Whether the session takes presence synchronised.
+    pub const fn syncs(&self) -> bool {
+        self.flags & Self::SYNC != 0
+    }
 
     /// Whether the session takes inbox items.
     pub const fn takes_inbox(&self) -> bool {
@@ -174,6 +211,38 @@ pub enum Down {
     },
     /// 8: the device's session is open; the answer to a good [`Up::Open`].
     Opened(Opened),
+    /// 9: presence changes of a [`Open::SYNC`] session's subscriptions.
+    Batch(Batch),
+    /// 10: the answer to [`Up::Have`]: what changed since the state it described (an
+    /// empty batch when nothing did). Batches that arrive between sending `Have` and
+    /// this answer were made for the state before it: discard them.
+    Synced {
+        /// Request id.
+        req: ReqId,
+        /// The changes.
+        batch: Batch,
+    },
+    /// 11: the answer to `Subscribe` on a [`Open::SYNC`] session: the subscription's slot
+    /// and the current document.
+    Subscribed {
+        /// Request id.
+        req: ReqId,
+        /// The slot that names this subscription in batches, for good.
+        slot: Slot,
+        /// The document's version.
+        version: Version,
+        /// The document as this watcher may see it.
+        doc: PresenceDoc,
+    },
+    /// 12: the answer to a [`Up::FetchIf`] whose version is not current.
+    Versioned {
+        /// Request id.
+        req: ReqId,
+        /// The document's version.
+        version: Version,
+        /// The document as this fetcher may see it.
+        doc: PresenceDoc,
+    },
 }
 
 /// The gateway's answer to a good [`Open`].
@@ -223,8 +292,15 @@ impl Up {
             | Self::Fetch { req, .. }
             | Self::Subscribe { req, .. }
             | Self::Unsubscribe { req, .. }
-            | Self::Send { req, .. } => Some(*req),
-            Self::Hello(_) | Self::Open(_) | Self::Ack { .. } | Self::Bye => None,
+            | Self::Send { req, .. }
+            | Self::FetchIf { req, .. }
+            | Self::Have(Have { req, .. }) => Some(*req),
+            Self::Hello(_)
+            | Self::Open(_)
+            | Self::Ack { .. }
+            | Self::Bye
+            | Self::Mode { .. }
+            | Self::Applied { .. } => None,
         }
     }
 }
@@ -236,12 +312,16 @@ impl Down {
             Self::Ok { req }
             | Self::Fail { req, .. }
             | Self::Presence { req, .. }
-            | Self::Receipt { req, .. } => Some(*req),
+            | Self::Receipt { req, .. }
+            | Self::Synced { req, .. }
+            | Self::Subscribed { req, .. }
+            | Self::Versioned { req, .. } => Some(*req),
             Self::Welcome(_)
             | Self::Opened(_)
             | Self::Notify { .. }
             | Self::Deliver { .. }
-            | Self::Close { .. } => None,
+            | Self::Close { .. }
+            | Self::Batch(_) => None,
         }
     }
 }

@@ -23,11 +23,13 @@ extern crate std;
 #[cfg(feature = "std")]
 pub mod addr;
 pub mod codec;
+pub mod delta;
 pub mod error;
 pub mod frame;
 pub mod limits;
 pub mod message;
 pub mod presence;
+pub mod sync;
 pub mod types;
 
 pub use codec::CodecError;
@@ -35,6 +37,7 @@ pub use error::ErrorCode;
 pub use frame::{Down, Hello, Open, Opened, Up};
 pub use message::{InboxItem, Incoming, LateReceipt, Message, MsgId, ReceiptStatus};
 pub use presence::{Availability, Basic, CardField, CardKind, Ext, Presence, PresenceDoc, Tuple};
+pub use sync::{Batch, Change, ClientMode, Have, Held, Slot, Version};
 
 /// The protocol version spoken by this crate, sent first in [`Hello`] and [`frame::Welcome`].
 pub const VERSION: u16 = 1;

@@ -35,4 +35,7 @@ pub mod tiny {
     pub const BLOB: usize = 512;
     /// Capacity of a [`crate::types::List`].
     pub const LIST: usize = 4;
+    /// Capacity of a batch's [`crate::sync::Changes`]: one, so that a decoded frame stays
+    /// the size of one presence document (about 12 KiB).
+    pub const CHANGES: usize = 1;
 }

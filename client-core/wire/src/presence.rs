@@ -80,6 +80,11 @@ impl Availability {
     pub const DND: Self = Self(4);
     /// Away for an extended period.
     pub const EXTENDED_AWAY: Self = Self(5);
+    /// A sleepy device that is asleep on purpose; with the [`Ext::WAKE`] extension it
+    /// says until when. Watchers tell it from a dead device: the gateway keeps it while
+    /// the device is away until its wake time (plus the grace period), then the tuple
+    /// goes out of contact like any other.
+    pub const ASLEEP: Self = Self(6);
 
     /// The registered name of the value, `None` for values unknown to this build.
     pub const fn name(self) -> Option<&'static str> {
@@ -90,6 +95,7 @@ impl Availability {
             3 => "idle",
             4 => "dnd",
             5 => "xa",
+            6 => "asleep",
             _ => return None,
         })
     }
@@ -103,6 +109,7 @@ impl Availability {
             "idle" => Self::IDLE,
             "dnd" | "do-not-disturb" => Self::DND,
             "xa" | "extended-away" => Self::EXTENDED_AWAY,
+            "asleep" => Self::ASLEEP,
             other => Self(other.parse().ok()?),
         })
     }
@@ -116,6 +123,36 @@ pub struct Ext {
     pub key: Name,
     /// The value, at most [`crate::limits::EXT_VALUE_MAX`] bytes.
     pub value: Blob,
+}
+
+impl Ext {
+    /// Registered key: when a sleepy device will next wake and reconnect. The value is
+    /// the Unix time in seconds as a postcard varint.
+    pub const WAKE: &'static str = "wake";
+
+    /// The [`Self::WAKE`] extension for this Unix time in seconds.
+    pub fn wake(at: u64) -> Self {
+        let mut buf = [0u8; 10];
+        let used = postcard::to_slice(&at, &mut buf).map_or(0, |b| b.len());
+        Self {
+            key: Self::WAKE.try_into().unwrap_or_default(),
+            value: buf[..used].iter().copied().collect(),
+        }
+    }
+}
+
+impl Tuple {
+    /// When the device publishing this tuple said it will wake, Unix seconds: the value
+    /// of its [`Ext::WAKE`] extension, if any decodes.
+    pub fn wake_at(&self) -> Option<u64> {
+        let ext = self.ext.iter().find(|e| e.key.as_str() == Ext::WAKE)?;
+        postcard::from_bytes(&ext.value).ok()
+    }
+
+    /// Whether the tuple says its device is asleep ([`Availability::ASLEEP`]).
+    pub fn asleep(&self) -> bool {
+        self.availability == Some(Availability::ASLEEP)
+    }
 }
 
 /// One field of the principal's contact card (RFC 2779 3.1.3, after vCard).

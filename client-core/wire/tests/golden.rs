@@ -19,10 +19,12 @@ use core::fmt::Debug;
 use common::{blob, key, list, name, text, unwire, wire};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tern_wire::delta::{Check, Field, Op};
 use tern_wire::frame::{Open, Opened, Welcome};
 use tern_wire::{
-    Availability, Basic, CardField, CardKind, Down, ErrorCode, Ext, Hello, InboxItem, Incoming,
-    LateReceipt, Message, Presence, PresenceDoc, ReceiptStatus, Tuple, Up,
+    Availability, Basic, Batch, CardField, CardKind, Change, ClientMode, Down, ErrorCode, Ext,
+    Have, Held, Hello, InboxItem, Incoming, LateReceipt, Message, Presence, PresenceDoc,
+    ReceiptStatus, Tuple, Up,
 };
 
 /// Asserts that `value` encodes to `hex` (length prefix included) and back.
@@ -236,6 +238,64 @@ fn up_8_open() {
          04 deadbeef                            # device
          e807                                   # inbox_seen 1000
          01                                     # flags: INBOX",
+    );
+}
+
+#[test]
+fn up_9_have() {
+    let frame = Up::Have(Have {
+        req: 1,
+        mode: ClientMode::INACTIVE,
+        held: list([
+            Held {
+                slot: 1,
+                version: 7,
+            },
+            Held {
+                slot: 2,
+                version: 300,
+            },
+        ]),
+    });
+    golden(
+        &frame,
+        r#"
+        09        # length: 9
+        09        # Up::Have
+        01        # req: 1
+        01        # mode: 1 inactive
+        02        # held: 2
+        01 07     # slot 1 at version 7
+        02 ac02   # slot 2 at version 300
+        "#,
+    );
+}
+
+#[test]
+fn up_10_mode() {
+    golden(
+        &Up::Mode {
+            mode: ClientMode::SLEEPY,
+        },
+        "02 0a 02",
+    );
+}
+
+#[test]
+fn up_11_applied() {
+    golden(&Up::Applied { batch: 5 }, "02 0b 05");
+}
+
+#[test]
+fn up_12_fetch_if() {
+    let frame = Up::FetchIf {
+        req: 3,
+        target: name(BOB),
+        version: 9,
+    };
+    golden(
+        &frame,
+        "13 0c 03 0f 626f62406578616d706c652e636f6d 09",
     );
 }
 
@@ -463,6 +523,215 @@ fn down_8_opened() {
     );
 }
 
+/// A batch with one change, as every build decodes it.
+fn small_batch() -> Batch {
+    let mut check = Check::new();
+    check.gone(3);
+    Batch {
+        seq: 1,
+        time: T_SECS,
+        check: check.finish(),
+        changes: [Change::Gone { slot: 3 }].into_iter().collect(),
+    }
+}
+
+#[test]
+fn down_9_batch_of_one() {
+    golden(
+        &Down::Batch(small_batch()),
+        "0e 09 01 80e2cfaa06 37be0b4b 01 02 03 # seq 1, time, check, one change: Gone slot 3",
+    );
+}
+
+/// A batch with one change of each kind, and its checksum computed the documented way.
+#[cfg(feature = "std")]
+fn batch_frame() -> Batch {
+    let mut busy = available("phone");
+    busy.tuples[0].availability = Some(Availability::BUSY);
+    let mut check = Check::new();
+    check.state(1, BOB, 8, &busy);
+    check.state(2, "carol@example.com", 1, &available("phone"));
+    check.gone(3);
+    Batch {
+        seq: 4,
+        time: T_SECS,
+        check: check.finish(),
+        changes: list([
+            Change::Delta {
+                slot: 1,
+                version: 8,
+                back: 1,
+                age: 0,
+                ops: list([Op::Set {
+                    i: 0,
+                    field: Field::Availability(Some(Availability::BUSY)),
+                }]),
+            },
+            Change::Full {
+                slot: 2,
+                version: 1,
+                age: 5,
+                name: Some(name("carol@example.com")),
+                presence: available("phone"),
+            },
+            Change::Gone { slot: 3 },
+        ]),
+    }
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn down_9_batch() {
+    golden(
+        &Down::Batch(batch_frame()),
+        r#"
+        3f                       # length: 63
+        09                       # Down::Batch
+        04                       # seq: 4
+        80e2cfaa06               # time: 1700000000 (seconds)
+        4b941bf0                 # check: CRC-32 0xf01b944b, little-endian
+        03                       # changes: 3
+        01                       # Change::Delta
+        01 08 01 00              # slot 1, version 8, back 1, age 0
+        01                       # ops: 1
+        00 00                    # Op::Set, tuple 0
+        01 01 02                 # Field::Availability, Some(2 busy)
+        00                       # Change::Full
+        02 01 05                 # slot 2, version 1, age 5
+        01 11 6361726f6c40       # name: Some("carol@example.com")
+        6578616d706c652e636f6d   #   (continued)
+        01 05 70686f6e65 01      # presence: one tuple "phone", Open,
+        01 00 00 00 00 00 00     #   available, no contact/note/at/ext; no card
+        02 03                    # Change::Gone, slot 3
+        "#,
+    );
+}
+
+#[test]
+fn down_10_synced_unchanged() {
+    let frame = Down::Synced {
+        req: 1,
+        batch: Batch {
+            seq: 1,
+            time: T_SECS,
+            check: Check::new().finish(),
+            changes: Default::default(),
+        },
+    };
+    golden(
+        &frame,
+        "0d 0a 01 01 80e2cfaa06 00000000 00 # req 1, seq 1, time, check of nothing, no changes",
+    );
+}
+
+#[test]
+fn down_11_subscribed() {
+    let frame = Down::Subscribed {
+        req: 2,
+        slot: 1,
+        version: 7,
+        doc: PresenceDoc {
+            presentity: name(BOB),
+            updated: T_MILLIS,
+            presence: available("phone"),
+        },
+    };
+    golden(
+        &frame,
+        r#"
+        29 0b 02 01 07                      # length 41, Down::Subscribed, req 2, slot 1, version 7
+        0f 626f62406578616d706c652e636f6d   # presentity: "bob@example.com"
+        80d095ffbc31                        # updated: 1700000000000
+        01 05 70686f6e65 01 01 00 00 00 00 00 00
+        "#,
+    );
+}
+
+#[test]
+fn down_12_versioned() {
+    let frame = Down::Versioned {
+        req: 3,
+        version: 9,
+        doc: PresenceDoc {
+            presentity: name(BOB),
+            updated: T_MILLIS,
+            presence: available("phone"),
+        },
+    };
+    golden(
+        &frame,
+        r#"
+        28 0c 03 09                         # length 40, Down::Versioned, req 3, version 9
+        0f 626f62406578616d706c652e636f6d   # presentity: "bob@example.com"
+        80d095ffbc31                        # updated: 1700000000000
+        01 05 70686f6e65 01 01 00 00 00 00 00 00
+        "#,
+    );
+}
+
+/// Every [`Op`] and [`Field`] variant, without the frame's length prefix.
+#[test]
+fn delta_ops() {
+    let body = |op: &Op| hex::encode(&wire(op)[1..]);
+    let cases = [
+        (
+            Op::Set {
+                i: 0,
+                field: Field::Basic(Basic::Closed),
+            },
+            "00 00 00 00", // Set, tuple 0, Basic, Closed
+        ),
+        (
+            Op::Set {
+                i: 0,
+                field: Field::Contact(None),
+            },
+            "00 00 02 00",
+        ),
+        (
+            Op::Set {
+                i: 1,
+                field: Field::Note(Some(text("lunch"))),
+            },
+            "00 01 03 01 05 6c756e6368",
+        ),
+        (
+            Op::Set {
+                i: 0,
+                field: Field::At(Some(T_SECS)),
+            },
+            "00 00 04 01 80e2cfaa06",
+        ),
+        (
+            Op::Set {
+                i: 0,
+                field: Field::Ext(list([Ext::wake(T_SECS + 3600)])),
+            },
+            "00 00 05 01 04 77616b65 05 90fecfaa06", // one ext "wake" = varint seconds
+        ),
+        (
+            Op::Insert {
+                i: 1,
+                tuple: available("phone").tuples[0].clone(),
+            },
+            "01 01 05 70686f6e65 01 01 00 00 00 00 00",
+        ),
+        (Op::Remove { i: 1 }, "02 01"),
+        (
+            Op::Card(list([CardField {
+                kind: CardKind::NAME,
+                value: text("Bob"),
+            }])),
+            "03 01 00 03 426f62",
+        ),
+    ];
+    for (op, hex) in cases {
+        let hex: String = hex.split_whitespace().collect();
+        assert_eq!(body(&op), hex, "{op:?}");
+        assert_eq!(unwire::<Op>(&wire(&op)), op);
+    }
+}
+
 fn opened_frame() -> Opened {
     Opened {
         version: 1,
@@ -518,6 +787,10 @@ fn up_tag(frame: &Up) -> u8 {
         Up::Ack { .. } => 6,
         Up::Bye => 7,
         Up::Open(_) => 8,
+        Up::Have(_) => 9,
+        Up::Mode { .. } => 10,
+        Up::Applied { .. } => 11,
+        Up::FetchIf { .. } => 12,
     }
 }
 
@@ -533,6 +806,10 @@ fn down_tag(frame: &Down) -> u8 {
         Down::Deliver { .. } => 6,
         Down::Close { .. } => 7,
         Down::Opened(_) => 8,
+        Down::Batch(_) => 9,
+        Down::Synced { .. } => 10,
+        Down::Subscribed { .. } => 11,
+        Down::Versioned { .. } => 12,
     }
 }
 
@@ -571,6 +848,20 @@ fn variant_tags_are_positions() {
         Up::Ack { upto: 1 },
         Up::Bye,
         Up::Open(open_frame()),
+        Up::Have(Have {
+            req: 1,
+            mode: ClientMode::ACTIVE,
+            held: list([]),
+        }),
+        Up::Mode {
+            mode: ClientMode::ACTIVE,
+        },
+        Up::Applied { batch: 1 },
+        Up::FetchIf {
+            req: 1,
+            target: name(BOB),
+            version: 1,
+        },
     ];
     for (i, frame) in ups.iter().enumerate() {
         assert_eq!(usize::from(up_tag(frame)), i);
@@ -603,7 +894,7 @@ fn variant_tags_are_positions() {
             req: 1,
             status: ReceiptStatus::Stored,
         },
-        Down::Notify { doc },
+        Down::Notify { doc: doc.clone() },
         Down::Deliver {
             seq: 1,
             item: InboxItem::Receipt(LateReceipt {
@@ -617,6 +908,22 @@ fn variant_tags_are_positions() {
             text: text(""),
         },
         Down::Opened(opened_frame()),
+        Down::Batch(small_batch()),
+        Down::Synced {
+            req: 1,
+            batch: small_batch(),
+        },
+        Down::Subscribed {
+            req: 1,
+            slot: 1,
+            version: 1,
+            doc: doc.clone(),
+        },
+        Down::Versioned {
+            req: 1,
+            version: 1,
+            doc,
+        },
     ];
     for (i, frame) in downs.iter().enumerate() {
         assert_eq!(usize::from(down_tag(frame)), i);
@@ -669,8 +976,13 @@ fn availability_and_card_kind_registries_are_stable() {
             (3, "idle"),
             (4, "dnd"),
             (5, "xa"),
+            (6, "asleep"),
         ]
     );
+    let modes: Vec<(u8, &str)> = (0..=u8::MAX)
+        .filter_map(|v| ClientMode(v).name().map(|n| (v, n)))
+        .collect();
+    assert_eq!(modes, [(0, "active"), (1, "inactive"), (2, "sleepy")]);
     let kinds: Vec<(u8, &str)> = (0..=u8::MAX)
         .filter_map(|v| CardKind(v).name().map(|n| (v, n)))
         .collect();

@@ -18,6 +18,8 @@ use crate::sync::{Slot, Version};
 use crate::types::{List, Text};
 
 /// One change to a presence document.
+// Without an allocator (no_std) nothing can be boxed: every variant is held inline.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// 0: replaces one field of the tuple at index `i`.
@@ -45,6 +47,7 @@ pub enum Op {
 
 /// A tuple field with its new value (the tuple's `id` never changes: a renamed tuple is
 /// removed and inserted).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Field {
     /// 0: OPEN or CLOSED.

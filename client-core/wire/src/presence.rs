@@ -131,6 +131,8 @@ impl Ext {
     pub const WAKE: &'static str = "wake";
 
     /// The [`Self::WAKE`] extension for this Unix time in seconds.
+    // The conversions are fallible in the heapless build only.
+    #[allow(clippy::unnecessary_fallible_conversions, clippy::iter_cloned_collect)]
     pub fn wake(at: u64) -> Self {
         let mut buf = [0u8; 10];
         let used = postcard::to_slice(&at, &mut buf).map_or(0, |b| b.len());

@@ -50,6 +50,62 @@ pub struct HubConfig {
     /// A device not seen for this long no longer holds inbox items back from deletion,
     /// milliseconds.
     pub device_retention_ms: u64,
+    /// Presence batching: how long a change waits before it is flushed to a session.
+    pub flush: FlushPolicy,
+    /// Presence caches: how many entries each keeps.
+    pub caches: CacheSizes,
+}
+
+/// When pending presence changes are flushed to a synchronised session, by the mode the
+/// client declared (see `tern_wire::ClientMode`). A message or any answer to the client
+/// flushes them at once whatever the mode: the radio is up anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushPolicy {
+    /// Active (foreground): the first pending change waits at most this long, ms.
+    pub active_ms: u64,
+    /// Inactive (background): ms.
+    pub inactive_ms: u64,
+    /// Sleepy (IoT): ms.
+    pub sleepy_ms: u64,
+    /// An inactive or sleepy session's batch is flushed at once when this many
+    /// presentities have pending changes.
+    pub batch_max: usize,
+    /// Most batches sent to a session and not yet acknowledged with `Applied`; further
+    /// changes wait (and coalesce) until an acknowledgement comes.
+    pub window: u32,
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        Self {
+            active_ms: 50,
+            inactive_ms: 180_000,
+            sleepy_ms: 3_600_000,
+            batch_max: 64,
+            window: 2,
+        }
+    }
+}
+
+/// Sizes of the presence caches (least recently used entries go first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSizes {
+    /// Current documents of presentities (the hot set; a miss reads the store).
+    pub documents: usize,
+    /// Earlier versions of documents, the bases of deltas (a miss sends a document whole).
+    pub versions: usize,
+    /// Computed deltas, shared by the watchers that hold the same base.
+    pub deltas: usize,
+}
+
+impl Default for CacheSizes {
+    fn default() -> Self {
+        Self {
+            documents: 100_000,
+            versions: 100_000,
+            deltas: 20_000,
+        }
+    }
 }
 
 impl Default for HubConfig {
@@ -64,6 +120,8 @@ impl Default for HubConfig {
             resume_window_ms: 30_000,
             keepalive_hint_ms: 20_000,
             device_retention_ms: 30 * 24 * 3_600_000,
+            flush: FlushPolicy::default(),
+            caches: CacheSizes::default(),
         }
     }
 }

@@ -19,6 +19,8 @@ pub mod hub;
 pub mod store;
 pub mod validate;
 
-pub use config::{DomainConfig, HubConfig};
+pub use config::{CacheSizes, DomainConfig, FlushPolicy, HubConfig};
 pub use hub::{Action, ConnId, Hub, Millis};
-pub use store::{DeviceRecord, MemStore, SentRecord, Store, StoreError, UserRecord};
+pub use store::{
+    DeviceRecord, MemStore, SentRecord, Store, StoreError, Subscription, UserRecord, Versioned,
+};

@@ -7,9 +7,9 @@
 //! closes anything itself. [`MemStore`] is an in-memory implementation for tests and
 //! simulations; the runtime's SQLite implementation lives in `tern-gateway`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
-use tern_wire::{InboxItem, PresenceDoc};
+use tern_wire::{InboxItem, PresenceDoc, Slot, Version};
 
 /// A storage failure; the event that met it is rolled back and answered `internal`.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,30 @@ pub struct DeviceRecord {
     pub seen: u64,
 }
 
+/// A presentity's presence document with its version: 1 for the first document stored,
+/// then one more per document stored for the same presentity. Versions are never reused
+/// while the presentity exists, so (presentity, version) names one document for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The version.
+    pub version: Version,
+    /// The document.
+    pub doc: PresenceDoc,
+}
+
+/// One subscription, with the slot that names it in its watcher's batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The subscribed principal.
+    pub watcher: String,
+    /// The presentity.
+    pub target: String,
+    /// Assigned when the subscription was made: one more than the watcher's last slot,
+    /// never reused for another subscription of that watcher (until the watcher is
+    /// removed).
+    pub slot: Slot,
+}
+
 /// Durable state of the gateway, seen through one open transaction.
 pub trait Store {
     /// The principal with this normalised address.
@@ -66,23 +90,26 @@ pub trait Store {
     /// inbox) or one of its aliases.
     fn inbox_owner(&self, address: &str) -> Result<Option<String>, StoreError>;
 
-    /// The last presence document stored for a presentity.
-    fn presence(&self, presentity: &str) -> Result<Option<PresenceDoc>, StoreError>;
-    /// Stores a presentity's presence document, replacing the previous one.
-    fn put_presence(&mut self, doc: &PresenceDoc) -> Result<(), StoreError>;
+    /// The last presence document stored for a presentity, with its version.
+    fn presence(&self, presentity: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Stores a presentity's presence document, replacing the previous one. The caller
+    /// gives the version: one more than the stored one's (1 for the first).
+    fn put_presence(&mut self, doc: &Versioned) -> Result<(), StoreError>;
     /// Every stored presence document (read once at start).
-    fn presences(&self) -> Result<Vec<PresenceDoc>, StoreError>;
+    fn presences(&self) -> Result<Vec<Versioned>, StoreError>;
 
-    /// Records that `watcher` subscribes to `target`; false if it already did.
-    fn add_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError>;
-    /// Ends a subscription; false if there was none.
+    /// Records that `watcher` subscribes to `target` and returns the subscription's slot:
+    /// the existing one if it already did, else the watcher's next, never-used slot
+    /// (the first is 1).
+    fn add_subscription(&mut self, watcher: &str, target: &str) -> Result<Slot, StoreError>;
+    /// Ends a subscription; false if there was none. Its slot is not reused.
     fn remove_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError>;
-    /// Every subscription as (watcher, target), for loading at start.
-    fn subscriptions(&self) -> Result<Vec<(String, String)>, StoreError>;
-    /// The presentities `watcher` subscribes to.
-    fn subscriptions_of(&self, watcher: &str) -> Result<Vec<String>, StoreError>;
-    /// The principals subscribed to `target`.
-    fn watchers_of(&self, target: &str) -> Result<Vec<String>, StoreError>;
+    /// Every subscription, for loading at start.
+    fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
+    /// The presentities `watcher` subscribes to, with their slots, in slot order.
+    fn subscriptions_of(&self, watcher: &str) -> Result<Vec<(String, Slot)>, StoreError>;
+    /// The principals subscribed to `target`, each with its slot for it.
+    fn watchers_of(&self, target: &str) -> Result<Vec<(String, Slot)>, StoreError>;
 
     /// Appends to an inbox log, returning the item's sequence number: one more than the
     /// last ever appended to that inbox (numbers are never reused, even after removal).
@@ -122,8 +149,11 @@ pub trait Store {
 pub struct MemStore {
     users: BTreeMap<String, UserRecord>,
     aliases: HashMap<String, String>,
-    presence: HashMap<String, PresenceDoc>,
-    subscriptions: BTreeSet<(String, String)>,
+    presence: HashMap<String, Versioned>,
+    /// (watcher, target) → slot.
+    subscriptions: BTreeMap<(String, String), Slot>,
+    /// Watcher → its last slot.
+    slots: HashMap<String, Slot>,
     inboxes: HashMap<String, (u64, BTreeMap<u64, InboxItem>)>,
     devices: BTreeMap<(String, Vec<u8>), DeviceRecord>,
     sent: HashMap<(String, Vec<u8>), SentRecord>,
@@ -147,7 +177,8 @@ impl Store for MemStore {
         self.aliases.retain(|_, owner| owner != address);
         self.presence.remove(address);
         self.subscriptions
-            .retain(|(w, t)| w.as_str() != address && t.as_str() != address);
+            .retain(|(w, t), _| w.as_str() != address && t.as_str() != address);
+        self.slots.remove(address);
         if let Some((_, items)) = self.inboxes.get_mut(address) {
             items.clear(); // the sequence counter stays: numbers are never reused
         }
@@ -168,46 +199,65 @@ impl Store for MemStore {
         Ok(self.aliases.get(address).cloned())
     }
 
-    fn presence(&self, presentity: &str) -> Result<Option<PresenceDoc>, StoreError> {
+    fn presence(&self, presentity: &str) -> Result<Option<Versioned>, StoreError> {
         Ok(self.presence.get(presentity).cloned())
     }
 
-    fn put_presence(&mut self, doc: &PresenceDoc) -> Result<(), StoreError> {
-        self.presence.insert(doc.presentity.clone(), doc.clone());
+    fn put_presence(&mut self, doc: &Versioned) -> Result<(), StoreError> {
+        self.presence
+            .insert(doc.doc.presentity.clone(), doc.clone());
         Ok(())
     }
 
-    fn presences(&self) -> Result<Vec<PresenceDoc>, StoreError> {
+    fn presences(&self) -> Result<Vec<Versioned>, StoreError> {
         Ok(self.presence.values().cloned().collect())
     }
 
-    fn add_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError> {
-        Ok(self.subscriptions.insert((watcher.into(), target.into())))
+    fn add_subscription(&mut self, watcher: &str, target: &str) -> Result<Slot, StoreError> {
+        let key = (watcher.to_string(), target.to_string());
+        if let Some(slot) = self.subscriptions.get(&key) {
+            return Ok(*slot);
+        }
+        let last = self.slots.entry(watcher.into()).or_default();
+        *last += 1;
+        self.subscriptions.insert(key, *last);
+        Ok(*last)
     }
 
     fn remove_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError> {
-        Ok(self.subscriptions.remove(&(watcher.into(), target.into())))
+        let key = (watcher.to_string(), target.to_string());
+        Ok(self.subscriptions.remove(&key).is_some())
     }
 
-    fn subscriptions(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(self.subscriptions.iter().cloned().collect())
-    }
-
-    fn subscriptions_of(&self, watcher: &str) -> Result<Vec<String>, StoreError> {
+    fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
         Ok(self
             .subscriptions
             .iter()
-            .filter(|(w, _)| w == watcher)
-            .map(|(_, t)| t.clone())
+            .map(|((watcher, target), slot)| Subscription {
+                watcher: watcher.clone(),
+                target: target.clone(),
+                slot: *slot,
+            })
             .collect())
     }
 
-    fn watchers_of(&self, target: &str) -> Result<Vec<String>, StoreError> {
+    fn subscriptions_of(&self, watcher: &str) -> Result<Vec<(String, Slot)>, StoreError> {
+        let mut of: Vec<(String, Slot)> = self
+            .subscriptions
+            .iter()
+            .filter(|((w, _), _)| w == watcher)
+            .map(|((_, t), slot)| (t.clone(), *slot))
+            .collect();
+        of.sort_by_key(|(_, slot)| *slot);
+        Ok(of)
+    }
+
+    fn watchers_of(&self, target: &str) -> Result<Vec<(String, Slot)>, StoreError> {
         Ok(self
             .subscriptions
             .iter()
-            .filter(|(_, t)| t == target)
-            .map(|(w, _)| w.clone())
+            .filter(|((_, t), _)| t == target)
+            .map(|((w, _), slot)| (w.clone(), *slot))
             .collect())
     }
 

@@ -19,15 +19,17 @@
 
 mod inbox;
 mod presence;
+mod roster;
 mod session;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use tern_wire::frame::ReqId;
-use tern_wire::{Down, ErrorCode, PresenceDoc};
+use tern_wire::{Down, ErrorCode};
 
 use crate::config::HubConfig;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Versioned};
+use roster::Rosters;
 
 pub use session::{ConnState, Early, EarlyAnswer};
 
@@ -85,12 +87,10 @@ pub struct Hub {
     parked: HashMap<String, HashMap<Vec<u8>, Parked>>,
     /// When parked sessions expire, earliest first.
     expiries: BTreeSet<(Millis, String, Vec<u8>)>,
-    /// Presentity → principals subscribed to it.
-    watchers: HashMap<String, BTreeSet<String>>,
-    /// Principal → presentities it subscribes to.
-    watching: HashMap<String, BTreeSet<String>>,
+    /// Every subscription, both ways, with slots.
+    rosters: Rosters,
     /// Presence documents read or written since start.
-    docs: HashMap<String, PresenceDoc>,
+    docs: HashMap<String, Versioned>,
     /// (inbox owner, seq) → the send request waiting for its delivery.
     pending: HashMap<(String, u64), Pending>,
     /// Deadlines of `pending`, earliest first.
@@ -110,8 +110,7 @@ impl Hub {
             live: HashMap::new(),
             parked: HashMap::new(),
             expiries: BTreeSet::new(),
-            watchers: HashMap::new(),
-            watching: HashMap::new(),
+            rosters: Rosters::default(),
             docs: HashMap::new(),
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
@@ -124,12 +123,12 @@ impl Hub {
     /// since no session is open at start, closes every presentity still stored OPEN (the
     /// gateway stopped without their departures: a crash, a kill, a power cut).
     pub fn load(&mut self, now: Millis, store: &mut dyn Store) -> Result<(), StoreError> {
-        for (watcher, target) in store.subscriptions()? {
-            self.index_subscription(&watcher, &target);
+        for sub in store.subscriptions()? {
+            self.rosters.add(&sub.watcher, &sub.target, sub.slot);
         }
-        for doc in store.presences()? {
-            if doc.presence.is_open() {
-                self.mark_out_of_contact(now, &doc.presentity, store)?;
+        for stored in store.presences()? {
+            if stored.doc.presence.is_open() {
+                self.mark_out_of_contact(now, &stored.doc.presentity, store)?;
             }
         }
         self.staged.clear();
@@ -188,10 +187,7 @@ impl Hub {
 
     /// Principals subscribed to a presentity.
     pub fn watchers_of(&self, presentity: &str) -> Vec<String> {
-        self.watchers
-            .get(presentity)
-            .map(|w| w.iter().cloned().collect())
-            .unwrap_or_default()
+        self.rosters.watchers(presentity).map(String::from).collect()
     }
 
     fn emit(&mut self, action: Action) {
@@ -223,32 +219,6 @@ impl Hub {
     /// Publishes the staged actions of a call that succeeded.
     fn publish_staged(&mut self) {
         self.actions.extend(self.staged.drain(..));
-    }
-
-    fn index_subscription(&mut self, watcher: &str, target: &str) {
-        self.watchers
-            .entry(target.into())
-            .or_default()
-            .insert(watcher.into());
-        self.watching
-            .entry(watcher.into())
-            .or_default()
-            .insert(target.into());
-    }
-
-    fn unindex_subscription(&mut self, watcher: &str, target: &str) {
-        if let Some(set) = self.watchers.get_mut(target) {
-            set.remove(watcher);
-            if set.is_empty() {
-                self.watchers.remove(target);
-            }
-        }
-        if let Some(set) = self.watching.get_mut(watcher) {
-            set.remove(target);
-            if set.is_empty() {
-                self.watching.remove(watcher);
-            }
-        }
     }
 }
 

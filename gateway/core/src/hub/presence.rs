@@ -7,14 +7,12 @@
 //! published. Subscriptions are durable; a watcher gets the current document of each
 //! subscription when its session opens.
 
-use std::collections::BTreeSet;
-
 use tern_wire::addr::Address;
 use tern_wire::frame::ReqId;
-use tern_wire::{Basic, Down, ErrorCode, Presence, PresenceDoc};
+use tern_wire::{Basic, Down, ErrorCode, Presence, PresenceDoc, Version};
 
 use super::{ConnId, Hub, Millis};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Versioned};
 use crate::validate::{self, Rejection};
 
 impl Hub {
@@ -37,10 +35,14 @@ impl Hub {
             self.fail(conn, req, code, why);
             return Ok(());
         }
-        let doc = PresenceDoc {
-            presentity: user.into(),
-            updated: now,
-            presence,
+        let version = self.current_doc(user, store)?.version + 1;
+        let doc = Versioned {
+            version,
+            doc: PresenceDoc {
+                presentity: user.into(),
+                updated: now,
+                presence,
+            },
         };
         store.put_presence(&doc)?;
         self.send(conn, Down::Ok { req });
@@ -58,8 +60,33 @@ impl Hub {
     ) -> Result<(), StoreError> {
         match self.resolve_presentity(target, store)? {
             Ok(target) => {
-                let doc = self.current_doc(&target, store)?;
+                let doc = self.current_doc(&target, store)?.doc;
                 self.send(conn, Down::Presence { req, doc });
+            }
+            Err((code, why)) => self.fail(conn, req, code, why),
+        }
+        Ok(())
+    }
+
+    /// A conditional fetch (RFC 2779 3.3): `Ok` when the fetcher's version is current.
+    pub(super) fn fetch_if(
+        &mut self,
+        conn: ConnId,
+        _user: &str,
+        req: ReqId,
+        target: &str,
+        version: Version,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        match self.resolve_presentity(target, store)? {
+            Ok(target) => {
+                let current = self.current_doc(&target, store)?;
+                if version != 0 && current.version == version {
+                    self.send(conn, Down::Ok { req });
+                } else {
+                    let Versioned { version, doc } = current;
+                    self.send(conn, Down::Versioned { req, version, doc });
+                }
             }
             Err((code, why)) => self.fail(conn, req, code, why),
         }
@@ -81,16 +108,16 @@ impl Hub {
                 return Ok(());
             }
         };
-        let watching = self.watching.get(user);
-        let count = watching.map_or(0, BTreeSet::len);
-        let already = watching.is_some_and(|t| t.contains(&target));
+        let roster = self.rosters.of(user);
+        let count = roster.map_or(0, |r| r.len());
+        let already = roster.and_then(|r| r.slot(&target)).is_some();
         if count >= self.config.max_subscriptions && !already {
             self.fail(conn, req, ErrorCode::REFUSED, "subscription limit reached");
             return Ok(());
         }
-        store.add_subscription(user, &target)?;
-        let doc = self.current_doc(&target, store)?;
-        self.index_subscription(user, &target);
+        let slot = store.add_subscription(user, &target)?;
+        let doc = self.current_doc(&target, store)?.doc;
+        self.rosters.add(user, &target, slot);
         self.send(conn, Down::Presence { req, doc });
         Ok(())
     }
@@ -114,7 +141,7 @@ impl Hub {
         };
         // Idempotent: ending a subscription that does not exist succeeds.
         store.remove_subscription(user, target.as_str())?;
-        self.unindex_subscription(user, target.as_str());
+        self.rosters.remove(user, target.as_str());
         self.send(conn, Down::Ok { req });
         Ok(())
     }
@@ -129,17 +156,12 @@ impl Hub {
     ) -> Result<(), StoreError> {
         let targets = store.subscriptions_of(user)?;
         let watchers = store.watchers_of(user)?;
-        for old in self.watching.get(user).cloned().unwrap_or_default() {
-            self.unindex_subscription(user, &old);
+        self.rosters.forget(user);
+        for (target, slot) in &targets {
+            self.rosters.add(user, target, *slot);
         }
-        for old in self.watchers.get(user).cloned().unwrap_or_default() {
-            self.unindex_subscription(&old, user);
-        }
-        for target in &targets {
-            self.index_subscription(user, target);
-        }
-        for watcher in &watchers {
-            self.index_subscription(watcher, user);
+        for (watcher, slot) in &watchers {
+            self.rosters.add(watcher, user, *slot);
         }
         self.docs.remove(user);
         Ok(())
@@ -165,12 +187,12 @@ impl Hub {
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
         let targets: Vec<String> = self
-            .watching
-            .get(user)
-            .map(|t| t.iter().cloned().collect())
+            .rosters
+            .of(user)
+            .map(|r| r.iter().map(|(_, t)| t.to_string()).collect())
             .unwrap_or_default();
         for target in targets {
-            let doc = self.current_doc(&target, store)?;
+            let doc = self.current_doc(&target, store)?.doc;
             if doc.updated >= since {
                 self.send(conn, Down::Notify { doc });
             }
@@ -186,13 +208,16 @@ impl Hub {
         user: &str,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
-        let doc = self.current_doc(user, store)?;
-        if !doc.presence.is_open() {
+        let current = self.current_doc(user, store)?;
+        if !current.doc.presence.is_open() {
             return Ok(());
         }
-        let mut closed = doc;
-        closed.updated = now;
-        for tuple in &mut closed.presence.tuples {
+        let mut closed = Versioned {
+            version: current.version + 1,
+            doc: current.doc,
+        };
+        closed.doc.updated = now;
+        for tuple in &mut closed.doc.presence.tuples {
             tuple.basic = Basic::Closed;
             tuple.availability = None;
         }
@@ -202,33 +227,38 @@ impl Hub {
     }
 
     /// Stores a new document in the cache and notifies every online watcher.
-    fn set_doc(&mut self, doc: PresenceDoc) {
+    fn set_doc(&mut self, doc: Versioned) {
         let watchers: Vec<String> = self
-            .watchers
-            .get(&doc.presentity)
-            .map(|w| w.iter().cloned().collect())
-            .unwrap_or_default();
+            .rosters
+            .watchers(&doc.doc.presentity)
+            .map(String::from)
+            .collect();
         for watcher in watchers {
             let conns = self.online.get(&watcher).cloned().unwrap_or_default();
             for conn in conns {
-                self.send(conn, Down::Notify { doc: doc.clone() });
+                self.send(conn, Down::Notify { doc: doc.doc.clone() });
             }
         }
-        self.docs.insert(doc.presentity.clone(), doc);
+        self.docs.insert(doc.doc.presentity.clone(), doc);
     }
 
+    /// The current document of a presentity, with its version (0 and an empty document
+    /// if it never published).
     pub(super) fn current_doc(
         &mut self,
         target: &str,
         store: &dyn Store,
-    ) -> Result<PresenceDoc, StoreError> {
+    ) -> Result<Versioned, StoreError> {
         if let Some(doc) = self.docs.get(target) {
             return Ok(doc.clone());
         }
-        let doc = store.presence(target)?.unwrap_or_else(|| PresenceDoc {
-            presentity: target.into(),
-            updated: 0,
-            presence: Presence::default(),
+        let doc = store.presence(target)?.unwrap_or_else(|| Versioned {
+            version: 0,
+            doc: PresenceDoc {
+                presentity: target.into(),
+                updated: 0,
+                presence: Presence::default(),
+            },
         });
         self.docs.insert(target.into(), doc.clone());
         Ok(doc)

@@ -258,6 +258,12 @@ impl Hub {
             Up::Send { req, msg } => self.send_message(now, conn, &user, req, msg, store),
             Up::Ack { upto } => self.ack(now, conn, upto, store),
             Up::Bye => self.close(now, conn, ErrorCode::GOODBYE, "goodbye", store),
+            Up::FetchIf {
+                req,
+                target,
+                version,
+            } => self.fetch_if(conn, &user, req, &target, version, store),
+            Up::Have(_) | Up::Mode { .. } | Up::Applied { .. } => Ok(()),
         }
     }
 
@@ -471,12 +477,12 @@ impl Hub {
             frame: opened,
         });
         let targets: Vec<String> = self
-            .watching
-            .get(&user)
-            .map(|t| t.iter().cloned().collect())
+            .rosters
+            .of(&user)
+            .map(|r| r.iter().map(|(_, t)| t.to_string()).collect())
             .unwrap_or_default();
         for target in targets {
-            let doc = self.current_doc(&target, store)?;
+            let doc = self.current_doc(&target, store)?.doc;
             self.emit(Action::Send {
                 conn,
                 frame: Down::Notify { doc },

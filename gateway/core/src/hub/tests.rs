@@ -882,7 +882,7 @@ fn presence_left_open_by_a_crash_is_closed_at_start() {
     // The gateway dies: no departure runs.
     w.now += 5_000;
     w.restart();
-    let doc = w.store.presence("alice@example.com").unwrap().unwrap();
+    let doc = w.store.presence("alice@example.com").unwrap().unwrap().doc;
     assert!(!doc.presence.is_open());
     assert_eq!(doc.updated, w.now);
     assert_eq!(doc.presence.tuples[0].note.as_deref(), Some("hi"));
@@ -1453,6 +1453,7 @@ fn early_messages_are_stored_and_answered_at_once_but_state_waits_for_confirmati
             .presence("alice@example.com")
             .unwrap()
             .unwrap()
+            .doc
             .presence
             .is_open()
     );

@@ -252,8 +252,13 @@ impl Hub {
             session.pushed = *last;
         }
         session.in_flight.extend(items.iter().map(|(seq, _)| *seq));
+        let delivered = !items.is_empty();
         for (seq, item) in items {
             self.send(conn, Down::Deliver { seq, item });
+        }
+        // Waking the radio for a message: pending presence rides along (one wakeup).
+        if delivered {
+            self.flush(conn, true, store)?;
         }
         Ok(())
     }

@@ -17,10 +17,12 @@
 //!
 //! Time is Unix milliseconds ([`Millis`]), passed in; the hub never reads a clock.
 
+mod cache;
 mod inbox;
 mod presence;
 mod roster;
 mod session;
+mod sync;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -28,10 +30,13 @@ use tern_wire::frame::ReqId;
 use tern_wire::{Down, ErrorCode};
 
 use crate::config::HubConfig;
-use crate::store::{Store, StoreError, Versioned};
+use crate::store::{Store, StoreError};
+use cache::Caches;
 use roster::Rosters;
 
+pub use cache::CacheStats;
 pub use session::{ConnState, Early, EarlyAnswer};
+pub use sync::SyncState;
 
 /// Identifies one client connection; chosen by the runtime, never reused while live.
 pub type ConnId = u64;
@@ -87,10 +92,16 @@ pub struct Hub {
     parked: HashMap<String, HashMap<Vec<u8>, Parked>>,
     /// When parked sessions expire, earliest first.
     expiries: BTreeSet<(Millis, String, Vec<u8>)>,
+    /// The time of the call in progress.
+    now: Millis,
     /// Every subscription, both ways, with slots.
     rosters: Rosters,
-    /// Presence documents read or written since start.
-    docs: HashMap<String, Versioned>,
+    /// Hot documents, earlier versions and deltas.
+    caches: Caches,
+    /// When synchronised sessions' pending presence is due, earliest first.
+    flushes: BTreeSet<(Millis, ConnId)>,
+    /// When asleep presentities without a session go out of contact, earliest first.
+    sleepers: BTreeSet<(Millis, String)>,
     /// (inbox owner, seq) → the send request waiting for its delivery.
     pending: HashMap<(String, u64), Pending>,
     /// Deadlines of `pending`, earliest first.
@@ -104,18 +115,21 @@ impl Hub {
     /// A hub with no sessions. Call [`Self::load`] before the first connection.
     pub fn new(config: HubConfig) -> Self {
         Self {
-            config,
             conns: HashMap::new(),
             online: HashMap::new(),
             live: HashMap::new(),
             parked: HashMap::new(),
             expiries: BTreeSet::new(),
+            now: 0,
             rosters: Rosters::default(),
-            docs: HashMap::new(),
+            caches: Caches::new(config.caches),
+            flushes: BTreeSet::new(),
+            sleepers: BTreeSet::new(),
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
             staged: Vec::new(),
             actions: VecDeque::new(),
+            config,
         }
     }
 
@@ -123,13 +137,12 @@ impl Hub {
     /// since no session is open at start, closes every presentity still stored OPEN (the
     /// gateway stopped without their departures: a crash, a kill, a power cut).
     pub fn load(&mut self, now: Millis, store: &mut dyn Store) -> Result<(), StoreError> {
+        self.now = now;
         for sub in store.subscriptions()? {
             self.rosters.add(&sub.watcher, &sub.target, sub.slot);
         }
         for stored in store.presences()? {
-            if stored.doc.presence.is_open() {
-                self.mark_out_of_contact(now, &stored.doc.presentity, store)?;
-            }
+            self.mark_out_of_contact(now, &stored.doc.presentity, store)?;
         }
         self.staged.clear();
         Ok(())
@@ -141,7 +154,8 @@ impl Hub {
     }
 
     /// A new connection: its first frame must be `Hello`.
-    pub fn handle_connect(&mut self, _now: Millis, conn: ConnId) {
+    pub fn handle_connect(&mut self, now: Millis, conn: ConnId) {
+        self.now = now;
         self.conns.insert(conn, ConnState::AwaitHello);
     }
 
@@ -154,15 +168,25 @@ impl Hub {
     pub fn poll_timeout(&self) -> Option<Millis> {
         let receipts = self.deadlines.first().map(|(at, _, _)| *at);
         let parked = self.expiries.first().map(|(at, _, _)| *at);
-        receipts.into_iter().chain(parked).min()
+        let flush = self.flushes.first().map(|(at, _)| *at);
+        let sleeper = self.sleepers.first().map(|(at, _)| *at);
+        [receipts, parked, flush, sleeper]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The deadline from [`Self::poll_timeout`] has come: send requests still waiting
-    /// are answered `Stored`, and parked sessions past their window end (their
-    /// principals may go out of contact).
+    /// are answered `Stored`, parked sessions past their window end (their principals
+    /// may go out of contact), pending presence that is due is flushed, and asleep
+    /// presentities past their wake time go out of contact.
     pub fn handle_timeout(&mut self, now: Millis, store: &mut dyn Store) -> Result<(), StoreError> {
+        self.now = now;
         self.answer_overdue_sends(now);
-        let result = self.expire_parked(now, store);
+        let result = self
+            .expire_parked(now, store)
+            .and_then(|()| self.wake_overdue_sleepers(now, store))
+            .and_then(|()| self.flush_due(store));
         if result.is_err() {
             self.staged.clear();
         }
@@ -185,9 +209,17 @@ impl Hub {
         self.conns.len()
     }
 
+    /// The presence caches' counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.caches.stats
+    }
+
     /// Principals subscribed to a presentity.
     pub fn watchers_of(&self, presentity: &str) -> Vec<String> {
-        self.rosters.watchers(presentity).map(String::from).collect()
+        self.rosters
+            .watchers(presentity)
+            .map(String::from)
+            .collect()
     }
 
     fn emit(&mut self, action: Action) {

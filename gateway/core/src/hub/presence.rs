@@ -9,7 +9,7 @@
 
 use tern_wire::addr::Address;
 use tern_wire::frame::ReqId;
-use tern_wire::{Basic, Down, ErrorCode, Presence, PresenceDoc, Version};
+use tern_wire::{Basic, Down, ErrorCode, Ext, Presence, PresenceDoc, Slot, Tuple, Version};
 
 use super::{ConnId, Hub, Millis};
 use crate::store::{Store, StoreError, Versioned};
@@ -46,8 +46,7 @@ impl Hub {
         };
         store.put_presence(&doc)?;
         self.send(conn, Down::Ok { req });
-        self.set_doc(doc);
-        Ok(())
+        self.set_doc(doc, store)
     }
 
     pub(super) fn fetch(
@@ -116,10 +115,21 @@ impl Hub {
             return Ok(());
         }
         let slot = store.add_subscription(user, &target)?;
-        let doc = self.current_doc(&target, store)?.doc;
+        let current = self.current_doc(&target, store)?;
         self.rosters.add(user, &target, slot);
-        self.send(conn, Down::Presence { req, doc });
-        Ok(())
+        if self.syncs(conn) {
+            self.answer_subscribed(conn, req, slot, current);
+        } else {
+            self.send(
+                conn,
+                Down::Presence {
+                    req,
+                    doc: current.doc,
+                },
+            );
+        }
+        // The principal's other synchronised sessions learn of it in their next batch.
+        self.mark_pending_elsewhere(conn, user, slot, store)
     }
 
     pub(super) fn unsubscribe(
@@ -141,7 +151,11 @@ impl Hub {
         };
         // Idempotent: ending a subscription that does not exist succeeds.
         store.remove_subscription(user, target.as_str())?;
-        self.rosters.remove(user, target.as_str());
+        let slot = self.rosters.remove(user, target.as_str());
+        if let Some(slot) = slot {
+            self.forget_slot(conn, slot);
+            self.mark_pending_elsewhere(conn, user, slot, store)?;
+        }
         self.send(conn, Down::Ok { req });
         Ok(())
     }
@@ -163,7 +177,7 @@ impl Hub {
         for (watcher, slot) in &watchers {
             self.rosters.add(watcher, user, *slot);
         }
-        self.docs.remove(user);
+        self.caches.forget(user);
         Ok(())
     }
 
@@ -202,6 +216,9 @@ impl Hub {
 
     /// The principal's last session ended: an OPEN presentity becomes CLOSED for its
     /// watchers (3.2.4, 3.2.5). Notes and contact addresses stay; availability goes.
+    /// A device that said it is asleep until a wake time keeps its document until that
+    /// time plus the grace period (`resume_window_ms`): watchers can tell a sleeping
+    /// sensor from a dead one.
     pub(super) fn mark_out_of_contact(
         &mut self,
         now: Millis,
@@ -209,7 +226,15 @@ impl Hub {
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
         let current = self.current_doc(user, store)?;
-        if !current.doc.presence.is_open() {
+        if let Some(at) = self.sleeps_until(&current.doc.presence)
+            && at > now
+        {
+            tracing::debug!(%user, at, "asleep: out of contact after the wake time");
+            self.sleepers.insert((at, user.to_string()));
+            return Ok(());
+        }
+        let presence = &current.doc.presence;
+        if !presence.is_open() && !presence.tuples.iter().any(Tuple::asleep) {
             return Ok(());
         }
         let mut closed = Versioned {
@@ -220,26 +245,85 @@ impl Hub {
         for tuple in &mut closed.doc.presence.tuples {
             tuple.basic = Basic::Closed;
             tuple.availability = None;
+            tuple.ext.retain(|e| e.key != Ext::WAKE);
         }
         store.put_presence(&closed)?;
-        self.set_doc(closed);
+        self.set_doc(closed, store)
+    }
+
+    /// Asleep presentities whose wake time (plus grace) passed without a session go out
+    /// of contact.
+    pub(super) fn wake_overdue_sleepers(
+        &mut self,
+        now: Millis,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        while let Some((at, user)) = self.sleepers.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.sleepers.pop_first();
+            if !self.in_contact(&user) {
+                self.mark_out_of_contact(now, &user, store)?;
+            }
+        }
         Ok(())
     }
 
-    /// Stores a new document in the cache and notifies every online watcher.
-    fn set_doc(&mut self, doc: Versioned) {
+    /// When a document whose device said it is asleep stops being believed: the latest
+    /// wake time of its asleep tuples plus the grace period.
+    fn sleeps_until(&self, presence: &Presence) -> Option<Millis> {
+        presence
+            .tuples
+            .iter()
+            .filter(|t| t.asleep())
+            .filter_map(Tuple::wake_at)
+            .max()
+            .map(|secs| {
+                secs.saturating_mul(1000)
+                    .saturating_add(self.config.resume_window_ms)
+            })
+    }
+
+    /// Caches a new document and tells every online watcher: a `Notify` now, or a
+    /// pending slot of a synchronised session.
+    fn set_doc(&mut self, doc: Versioned, store: &dyn Store) -> Result<(), StoreError> {
+        let presentity = doc.doc.presentity.clone();
+        let frame = Down::Notify {
+            doc: doc.doc.clone(),
+        };
+        self.caches.put_current(doc);
         let watchers: Vec<String> = self
             .rosters
-            .watchers(&doc.doc.presentity)
+            .watchers(&presentity)
             .map(String::from)
             .collect();
         for watcher in watchers {
+            let slot = self.rosters.of(&watcher).and_then(|r| r.slot(&presentity));
             let conns = self.online.get(&watcher).cloned().unwrap_or_default();
             for conn in conns {
-                self.send(conn, Down::Notify { doc: doc.doc.clone() });
+                match slot {
+                    Some(slot) if self.syncs(conn) => self.mark_pending(conn, slot, store)?,
+                    _ => self.send(conn, frame.clone()),
+                }
             }
         }
-        self.docs.insert(doc.doc.presentity.clone(), doc);
+        Ok(())
+    }
+
+    /// Marks `slot` pending on every synchronised session of `user` but `conn`.
+    fn mark_pending_elsewhere(
+        &mut self,
+        conn: ConnId,
+        user: &str,
+        slot: Slot,
+        store: &dyn Store,
+    ) -> Result<(), StoreError> {
+        let others: Vec<ConnId> = self.online.get(user).cloned().unwrap_or_default();
+        for other in others.into_iter().filter(|c| *c != conn) {
+            self.mark_pending(other, slot, store)?;
+        }
+        Ok(())
     }
 
     /// The current document of a presentity, with its version (0 and an empty document
@@ -249,7 +333,7 @@ impl Hub {
         target: &str,
         store: &dyn Store,
     ) -> Result<Versioned, StoreError> {
-        if let Some(doc) = self.docs.get(target) {
+        if let Some(doc) = self.caches.current(target) {
             return Ok(doc.clone());
         }
         let doc = store.presence(target)?.unwrap_or_else(|| Versioned {
@@ -260,7 +344,7 @@ impl Hub {
                 presence: Presence::default(),
             },
         });
-        self.docs.insert(target.into(), doc.clone());
+        self.caches.put_current(doc.clone());
         Ok(doc)
     }
 

@@ -20,8 +20,9 @@ use std::collections::VecDeque;
 use tern_wire::addr::Address;
 use tern_wire::codec::CodecError;
 use tern_wire::frame::{Opened, Welcome};
-use tern_wire::{Down, ErrorCode, Hello, Open, Up, VERSION};
+use tern_wire::{ClientMode, Down, ErrorCode, Have, Hello, Open, Up, VERSION};
 
+use super::sync::SyncState;
 use super::{Action, ConnId, Hub, Millis, Parked};
 use crate::auth::verify_token;
 use crate::store::{DeviceRecord, Store, StoreError, UserRecord};
@@ -60,6 +61,8 @@ pub struct Session {
     pub(super) pushed: u64,
     /// Sequence numbers pushed and not yet acknowledged, oldest first.
     pub(super) in_flight: VecDeque<u64>,
+    /// Presence synchronisation, for a session opened with `Open::SYNC`.
+    pub(super) sync: Option<SyncState>,
 }
 
 /// A connection whose handshake is not confirmed: its frames may be 0-RTT data that an
@@ -95,6 +98,9 @@ pub struct EarlyAnswer {
     pub(super) pushed: u64,
     /// Inbox sequence numbers sent, oldest first.
     pub(super) in_flight: VecDeque<u64>,
+    /// For a synchronised session whose `Have` came early: what the client holds once
+    /// it has read the answer.
+    pub(super) sync: Option<SyncState>,
 }
 
 /// Most frames an unconfirmed connection may have waiting.
@@ -110,6 +116,7 @@ pub(super) struct Opening {
     inbox_seen: u64,
     inbox: bool,
     resumable: bool,
+    sync: bool,
 }
 
 impl From<Hello> for Opening {
@@ -122,6 +129,7 @@ impl From<Hello> for Opening {
             inbox_seen: 0,
             inbox: true,
             resumable: false,
+            sync: false,
         }
     }
 }
@@ -133,7 +141,9 @@ impl Opening {
             return Err((ErrorCode::MALFORMED, "a device id has 1 to 32 bytes"));
         }
         let inbox = o.takes_inbox();
+        let sync = o.syncs();
         Ok(Self {
+            sync,
             version: o.version,
             user: o.user,
             token: o.token,
@@ -156,6 +166,7 @@ impl Hub {
         frame: Up,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
+        self.now = now;
         let req = frame.req();
         let result = self.dispatch(now, conn, frame, store);
         if result.is_err() {
@@ -175,6 +186,7 @@ impl Hub {
 
     /// Bytes from a connection that are not a frame: the connection is closed.
     pub fn handle_bad_frame(&mut self, now: Millis, conn: ConnId, err: CodecError) {
+        self.now = now;
         let (code, text) = match err {
             CodecError::Oversize { .. } => (ErrorCode::TOO_LARGE, "frame over the size limit"),
             CodecError::Malformed | CodecError::BufferTooSmall => {
@@ -202,6 +214,7 @@ impl Hub {
         conn: ConnId,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
+        self.now = now;
         let result = match self.conns.remove(&conn) {
             Some(ConnState::Active(session)) if session.resumable => {
                 self.park(now, conn, &session);
@@ -246,6 +259,26 @@ impl Hub {
             Some(ConnState::Active(session)) => session,
         };
         let user = session.user.clone();
+        // Anything the client sends means its radio is up: pending presence rides back
+        // with the answer. Acknowledgements are automatic and do not count.
+        let flushes = !matches!(frame, Up::Ack { .. } | Up::Applied { .. } | Up::Bye);
+        self.request(now, conn, &user, frame, store)?;
+        if flushes {
+            self.flush(conn, true, store)?;
+        }
+        Ok(())
+    }
+
+    /// A frame of an active session.
+    fn request(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        user: &str,
+        frame: Up,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let user = user.to_string();
         match frame {
             Up::Hello(_) | Up::Open(_) => {
                 let text = "the session is already open";
@@ -263,12 +296,18 @@ impl Hub {
                 target,
                 version,
             } => self.fetch_if(conn, &user, req, &target, version, store),
-            Up::Have(_) | Up::Mode { .. } | Up::Applied { .. } => Ok(()),
+            Up::Have(have) => self.have(conn, have, store),
+            Up::Mode { mode } => {
+                self.set_mode(conn, mode);
+                Ok(())
+            }
+            Up::Applied { batch } => self.applied(conn, batch, store),
         }
     }
 
     /// A connection that may carry 0-RTT data: its frames count only once confirmed.
-    pub fn handle_early_connect(&mut self, _now: Millis, conn: ConnId) {
+    pub fn handle_early_connect(&mut self, now: Millis, conn: ConnId) {
+        self.now = now;
         self.conns.insert(conn, ConnState::Early(Early::default()));
     }
 
@@ -279,6 +318,7 @@ impl Hub {
         conn: ConnId,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
+        self.now = now;
         let result = self.confirm(now, conn, store);
         if result.is_err() {
             self.staged.clear();
@@ -332,6 +372,7 @@ impl Hub {
             (Up::Send { req, msg }, Some(user)) => {
                 self.send_message(now, conn, &user, req, msg, store)
             }
+            (Up::Have(have), Some(user)) => self.early_have(conn, &user, have, store),
             (_, None) => {
                 let text = "Hello or Open must come first";
                 self.close(now, conn, ErrorCode::PROTOCOL, text, store)
@@ -372,6 +413,36 @@ impl Hub {
         }
     }
 
+    /// A `Have` before confirmation: answered at once (it only reads), and what the
+    /// client then holds is kept for the session.
+    fn early_have(
+        &mut self,
+        conn: ConnId,
+        user: &str,
+        have: Have,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let syncs = matches!(
+            self.conns.get(&conn),
+            Some(ConnState::Early(Early { opening: Some(o), answered: Some(_), .. })) if o.sync
+        );
+        if !syncs {
+            let text = "Have needs a session opened with the SYNC flag";
+            self.fail(conn, have.req, ErrorCode::PROTOCOL, text);
+            return Ok(());
+        }
+        let mut sync = SyncState::new(have.mode);
+        self.answer_have(conn, user, &mut sync, have, store)?;
+        if let Some(ConnState::Early(Early {
+            answered: Some(answer),
+            ..
+        })) = self.conns.get_mut(&conn)
+        {
+            answer.sync = Some(sync);
+        }
+        Ok(())
+    }
+
     /// Opens (or resumes, or takes over) a session. `answered` is what the connection
     /// was already sent before its handshake was confirmed.
     fn open(
@@ -408,6 +479,10 @@ impl Hub {
         } else {
             0
         };
+        let early_sync = answered.as_ref().and_then(|a| a.sync.clone());
+        let sync = opening
+            .sync
+            .then(|| early_sync.unwrap_or_else(|| SyncState::new(ClientMode::ACTIVE)));
         let (pushed, in_flight) = match &answered {
             Some(a) => (
                 a.pushed.max(acked),
@@ -430,6 +505,7 @@ impl Hub {
                 acked,
                 pushed,
                 in_flight,
+                sync,
             }),
         );
         if opening.resumable {
@@ -442,10 +518,13 @@ impl Hub {
                 // Presence is state: the current document of every subscription, once,
                 // never the states in between. Even on resumption everything is restated,
                 // because notifications written just before a link died may never have
-                // arrived.
-                self.send_subscribed_presence(conn, &user, store)?;
+                // arrived. A synchronised session waits for its `Have` instead.
+                if !opening.sync {
+                    self.send_subscribed_presence(conn, &user, store)?;
+                }
             }
             // Already answered in 0.5-RTT data: only what changed since then.
+            Some(_) if opening.sync => self.restate_changed(conn, &user, store)?,
             Some(answer) => self.send_subscribed_presence_since(conn, &user, answer.at, store)?,
         }
         self.deliver_more(conn, store)
@@ -476,11 +555,15 @@ impl Hub {
             conn,
             frame: opened,
         });
-        let targets: Vec<String> = self
-            .rosters
-            .of(&user)
-            .map(|r| r.iter().map(|(_, t)| t.to_string()).collect())
-            .unwrap_or_default();
+        // A synchronised session's presence answers its `Have`.
+        let targets: Vec<String> = if opening.sync {
+            Vec::new()
+        } else {
+            self.rosters
+                .of(&user)
+                .map(|r| r.iter().map(|(_, t)| t.to_string()).collect())
+                .unwrap_or_default()
+        };
         for target in targets {
             let doc = self.current_doc(&target, store)?.doc;
             self.emit(Action::Send {
@@ -492,6 +575,7 @@ impl Hub {
             at: now,
             pushed: 0,
             in_flight: VecDeque::new(),
+            sync: None,
         };
         if opening.inbox {
             let stored = store.device(&user, device)?.map_or(0, |r| r.acked);
@@ -593,6 +677,7 @@ impl Hub {
 
     /// Removes a connection from the indexes of live sessions.
     fn detach(&mut self, conn: ConnId, session: &Session) {
+        self.forget_sync(conn, session.sync.as_ref());
         let key = (session.user.clone(), session.device.clone());
         if self.live.get(&key) == Some(&conn) {
             self.live.remove(&key);

@@ -1589,3 +1589,5 @@ fn a_plain_hello_connection_confirmed_before_its_first_frame_works_as_before() {
     let actions = w.frame(1, Up::Hello(hello));
     assert!(matches!(frames_to(&actions, 1)[0], Down::Welcome(_)));
 }
+
+mod sync;

@@ -7,6 +7,10 @@
 //! "Typical" means: request ids and inbox sequence numbers in the thousands (two-byte
 //! varints), addresses of 15 to 17 bytes, 16-byte message ids as `tern-client` makes
 //! them, timestamps of today (six-byte varints for milliseconds).
+//!
+//! For presence synchronisation: slots below 128 (one byte), document versions and batch
+//! numbers in the thousands (two bytes), ages below 128 s, the batch time of today in
+//! seconds (a five-byte varint).
 
 mod common;
 
@@ -15,11 +19,12 @@ use core::fmt::Debug;
 use common::{blob, key, list, name, text, unwire, wire};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tern_wire::codec::body_size;
+use tern_wire::codec::{body_size, frame_size};
+use tern_wire::delta::{Check, Field, Op};
 use tern_wire::frame::Welcome;
 use tern_wire::{
-    Availability, Basic, Down, ErrorCode, Hello, InboxItem, Incoming, LateReceipt, Message,
-    Presence, PresenceDoc, ReceiptStatus, Tuple, Up,
+    Availability, Basic, Batch, Change, ClientMode, Down, ErrorCode, Hello, InboxItem, Incoming,
+    LateReceipt, Message, Presence, PresenceDoc, ReceiptStatus, Tuple, Up,
 };
 
 const REQ: u32 = 1000;
@@ -30,13 +35,25 @@ const BOB: &str = "bob@example.com";
 const MSG_ID: [u8; 16] = [0x5a; 16];
 /// A 256-bit access token written as 64 hex digits.
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+/// A batch number a while into a connection.
+const BATCH: u32 = 1000;
+/// Today, Unix seconds: a batch's time.
+const NOW_SECS: u64 = NOW_MS / 1000;
+/// A subscription's slot.
+const SLOT: u32 = 5;
+/// A document's version after a while of publishing.
+const VERSION: u64 = 1234;
+/// Seconds between a change and the batch that carries it.
+const AGE: u32 = 3;
 
 /// Asserts that `frame` takes at most `budget` bytes on the wire, that [`body_size`]
 /// agrees with the encoder, and that the bytes decode back to the frame.
 fn within<T: Serialize + DeserializeOwned + PartialEq + Debug>(frame: &T, budget: usize) -> usize {
     let bytes = wire(frame);
     eprintln!("{} bytes: {frame:?}", bytes.len());
-    assert_eq!(bytes.len(), 1 + body_size(frame), "one-byte prefix + body");
+    assert_eq!(bytes.len(), frame_size(frame), "prefix + body");
+    let prefix = if body_size(frame) < 128 { 1 } else { 2 };
+    assert_eq!(bytes.len(), prefix + body_size(frame));
     assert_eq!(&unwire::<T>(&bytes), frame);
     assert!(
         bytes.len() <= budget,
@@ -240,4 +257,152 @@ fn close() {
         text: text("restarting"),
     };
     within(&frame, 14);
+}
+
+// ---- Presence synchronisation --------------------------------------------------------
+
+/// A batch of the changes of one flush; its checksum is not computed (any four bytes
+/// cost the same).
+fn batch(changes: impl IntoIterator<Item = Change>) -> Down {
+    Down::Batch(Batch {
+        seq: BATCH,
+        time: NOW_SECS,
+        check: Check::new().finish(),
+        changes: changes.into_iter().collect(),
+    })
+}
+
+/// The change one publish makes to a presentity whose client holds the version before.
+fn delta(slot: u32, op: Op) -> Change {
+    Change::Delta {
+        slot,
+        version: VERSION,
+        back: 1,
+        age: AGE,
+        ops: list([op]),
+    }
+}
+
+/// Bob's phone goes from available to busy.
+fn busy() -> Op {
+    Op::Set {
+        i: 0,
+        field: Field::Availability(Some(Availability::BUSY)),
+    }
+}
+
+#[test]
+fn batch_availability_change() {
+    let size = within(&batch([delta(SLOT, busy())]), 26);
+    // The whole document of the same change, as a session without SYNC gets it.
+    let mut doc = bob_available();
+    doc.presence.tuples[0].availability = Some(Availability::BUSY);
+    let notify = within(&Down::Notify { doc }, 39);
+    eprintln!("availability change: batch {size} bytes, notify {notify} bytes");
+    assert!(size < notify);
+}
+
+#[test]
+fn batch_note_change() {
+    let note = "back at 3, call then";
+    assert_eq!(note.len(), 20);
+    let op = Op::Set {
+        i: 0,
+        field: Field::Note(Some(text(note))),
+    };
+    let size = within(&batch([delta(SLOT, op)]), 46);
+    let mut doc = bob_available();
+    doc.presence.tuples[0].note = Some(text(note));
+    let notify = within(&Down::Notify { doc }, 60);
+    eprintln!("note change: batch {size} bytes, notify {notify} bytes");
+    assert!(size < notify);
+}
+
+#[test]
+fn batch_tuple_added() {
+    let mut laptop = available().tuples[0].clone();
+    laptop.id = name("laptop");
+    let op = Op::Insert {
+        i: 1,
+        tuple: laptop,
+    };
+    within(&batch([delta(SLOT, op)]), 37);
+}
+
+#[test]
+fn batch_tuple_removed() {
+    within(&batch([delta(SLOT, Op::Remove { i: 1 })]), 23);
+}
+
+/// Ten presentities change availability in one flush: 12 bytes each, besides the
+/// batch's 14 and the prefix (two bytes from 128 bytes of body on).
+#[cfg(feature = "std")]
+#[test]
+fn batch_of_ten_availability_changes() {
+    let one = frame_size(&batch([delta(SLOT, busy())]));
+    let ten = within(&batch((1..=10).map(|slot| delta(slot, busy()))), 135);
+    let per_change = (ten - 1 - one) / 9;
+    eprintln!("{per_change} bytes per change");
+    assert_eq!(ten - 1, one + 9 * per_change, "one more prefix byte");
+    assert!(per_change <= 12);
+}
+
+/// The state vector of a client that holds 200 presentities.
+#[cfg(feature = "std")]
+#[test]
+fn have_200_slots() {
+    let held = (1..=200)
+        .map(|slot| tern_wire::Held {
+            slot,
+            version: VERSION + u64::from(slot),
+        })
+        .collect();
+    let frame = Up::Have(tern_wire::Have {
+        req: REQ,
+        mode: ClientMode::INACTIVE,
+        held,
+    });
+    within(&frame, 681);
+}
+
+/// The answer to a `Have` when nothing changed.
+#[test]
+fn synced_unchanged() {
+    let frame = Down::Synced {
+        req: REQ,
+        batch: Batch {
+            seq: BATCH,
+            time: NOW_SECS,
+            check: Check::new().finish(),
+            changes: Default::default(),
+        },
+    };
+    within(&frame, 16);
+}
+
+#[test]
+fn applied() {
+    within(&Up::Applied { batch: BATCH }, 4);
+}
+
+#[test]
+fn mode() {
+    within(
+        &Up::Mode {
+            mode: ClientMode::INACTIVE,
+        },
+        3,
+    );
+}
+
+#[test]
+fn fetch_if_and_not_modified() {
+    let frame = Up::FetchIf {
+        req: REQ,
+        target: name(BOB),
+        version: VERSION,
+    };
+    within(&frame, 22);
+    // Not modified.
+    within(&Down::Ok { req: REQ }, 4);
 }

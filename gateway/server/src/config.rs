@@ -15,6 +15,9 @@
 //!
 //! [timeouts]
 //! idle_timeout_ms = 60000
+//!
+//! [presence]
+//! flush_inactive_ms = 120000
 //! ```
 
 use std::net::SocketAddr;
@@ -22,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tern_gateway_core::{DomainConfig, HubConfig};
+use tern_gateway_core::{CacheSizes, DomainConfig, FlushPolicy, HubConfig};
 use tern_wire::addr::normalise_domain;
 use tern_wire::limits::{DEFAULT_BODY_MAX, DEFAULT_FRAME_MAX, FRAME_MAX};
 
@@ -64,6 +67,8 @@ pub struct GatewayConfig {
     pub timeouts: Timeouts,
     /// QUIC flow-control windows.
     pub quic: QuicTuning,
+    /// Presence batching and caches.
+    pub presence: PresenceTuning,
 }
 
 /// A served domain: a bare name (both services on) or a table.
@@ -178,6 +183,40 @@ pub struct QuicTuning {
     pub send_window: u64,
 }
 
+/// How presence changes are batched to synchronised sessions, and how much the gateway
+/// keeps in memory to send them small. Durations in milliseconds, like `[timeouts]`.
+///
+/// The flush delays trade latency against wake-ups: a change waits up to the delay of the
+/// session's mode (declared by the client) so that the changes meanwhile go in one batch,
+/// one radio wake-up. A message or any answer to the client flushes at once, whatever
+/// the mode. The caches trade the gateway's memory against bytes on the wire and store
+/// reads: a missing earlier version means a whole document instead of a delta.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceTuning {
+    /// Active (foreground) sessions: the first pending change waits at most this long.
+    /// Default 50 ms: changes arriving together go in one batch, and a person does not
+    /// notice the delay. 0 sends every change at once.
+    pub flush_active_ms: u64,
+    /// Inactive (background) sessions. Default 3 min. Above 0.
+    pub flush_inactive_ms: u64,
+    /// Sleepy (IoT) sessions. Default 1 h. Above 0.
+    pub flush_sleepy_ms: u64,
+    /// An inactive or sleepy session's batch is flushed at once when this many
+    /// presentities have pending changes. Default 64. At least 1.
+    pub batch_max: usize,
+    /// Most batches sent to a session and not yet acknowledged; further changes wait and
+    /// coalesce. Default 2. At least 1.
+    pub batch_window: u32,
+    /// Current documents kept in memory (a miss reads the store). Default 100 000.
+    pub cache_documents: usize,
+    /// Earlier versions of documents kept as bases of deltas (a miss sends a document
+    /// whole). Default 100 000.
+    pub cache_versions: usize,
+    /// Computed deltas kept, shared by watchers holding the same base. Default 20 000.
+    pub cache_deltas: usize,
+}
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
@@ -187,6 +226,7 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             quic: QuicTuning::default(),
+            presence: PresenceTuning::default(),
         }
     }
 }
@@ -234,6 +274,23 @@ impl Default for QuicTuning {
             stream_receive_window: 64 * 1024,
             receive_window: 256 * 1024,
             send_window: 256 * 1024,
+        }
+    }
+}
+
+impl Default for PresenceTuning {
+    fn default() -> Self {
+        let flush = FlushPolicy::default();
+        let caches = CacheSizes::default();
+        Self {
+            flush_active_ms: flush.active_ms,
+            flush_inactive_ms: flush.inactive_ms,
+            flush_sleepy_ms: flush.sleepy_ms,
+            batch_max: flush.batch_max,
+            batch_window: flush.window,
+            cache_documents: caches.documents,
+            cache_versions: caches.versions,
+            cache_deltas: caches.deltas,
         }
     }
 }
@@ -373,6 +430,30 @@ impl GatewayConfig {
         if q.send_window == 0 {
             return invalid("quic.send_window must be above 0".into());
         }
+        let p = &self.presence;
+        // Batching is what the background modes are for; 0 in active mode is fine (every
+        // change at once).
+        if p.flush_inactive_ms == 0 || p.flush_sleepy_ms == 0 {
+            return invalid(
+                "presence.flush_inactive_ms and flush_sleepy_ms must be above 0".into(),
+            );
+        }
+        // Each mode is sleepier than the one before: it waits at least as long.
+        if p.flush_active_ms > p.flush_inactive_ms || p.flush_inactive_ms > p.flush_sleepy_ms {
+            return invalid(
+                "presence.flush_active_ms must be at most flush_inactive_ms, and flush_inactive_ms at most flush_sleepy_ms"
+                    .into(),
+            );
+        }
+        if p.batch_max == 0 || p.batch_window == 0 {
+            return invalid("presence.batch_max and batch_window must be at least 1".into());
+        }
+        if p.cache_documents == 0 || p.cache_versions == 0 || p.cache_deltas == 0 {
+            return invalid(
+                "presence.cache_documents, cache_versions and cache_deltas must be at least 1"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -398,6 +479,8 @@ impl GatewayConfig {
             device_retention_ms: self.timeouts.device_retention_ms,
             inbox_window: self.limits.inbox_window,
             max_subscriptions: self.limits.max_subscriptions,
+            flush: self.presence.flush_policy(),
+            caches: self.presence.cache_sizes(),
         }
     }
 
@@ -409,6 +492,28 @@ impl GatewayConfig {
     /// [`Timeouts::hello_timeout_ms`] as a duration.
     pub fn hello_timeout(&self) -> Duration {
         Duration::from_millis(self.timeouts.hello_timeout_ms)
+    }
+}
+
+impl PresenceTuning {
+    /// The flush delays and batch limits as the core sees them.
+    pub fn flush_policy(&self) -> FlushPolicy {
+        FlushPolicy {
+            active_ms: self.flush_active_ms,
+            inactive_ms: self.flush_inactive_ms,
+            sleepy_ms: self.flush_sleepy_ms,
+            batch_max: self.batch_max,
+            window: self.batch_window,
+        }
+    }
+
+    /// The cache sizes as the core sees them.
+    pub fn cache_sizes(&self) -> CacheSizes {
+        CacheSizes {
+            documents: self.cache_documents,
+            versions: self.cache_versions,
+            deltas: self.cache_deltas,
+        }
     }
 }
 
@@ -453,6 +558,61 @@ mod tests {
         assert_eq!(config.hub_config(), HubConfig::default());
         assert_eq!(config.timeouts.idle_timeout_ms, 60_000);
         assert_eq!(config.quic.stream_receive_window, 64 * 1024);
+        assert_eq!(config.presence.flush_inactive_ms, 180_000);
+    }
+
+    #[test]
+    fn presence_defaults_are_the_cores() {
+        let hub = GatewayConfig::default().hub_config();
+        assert_eq!(hub.flush, FlushPolicy::default());
+        assert_eq!(hub.caches, CacheSizes::default());
+        // A file that sets one key keeps the others' defaults.
+        let config = GatewayConfig::from_toml("[presence]\ncache_deltas = 5").unwrap();
+        assert_eq!(
+            config.hub_config().caches,
+            CacheSizes {
+                deltas: 5,
+                ..CacheSizes::default()
+            }
+        );
+        assert_eq!(config.hub_config().flush, FlushPolicy::default());
+    }
+
+    #[test]
+    fn presence_values_are_checked() {
+        let with = |edit: fn(&mut PresenceTuning)| {
+            let mut config = GatewayConfig::default();
+            edit(&mut config.presence);
+            config.validate()
+        };
+        with(|p| p.flush_active_ms = 0).unwrap();
+        with(|p| p.flush_sleepy_ms = p.flush_inactive_ms).unwrap();
+        for (edit, named) in [
+            (
+                (|p| p.flush_inactive_ms = 0) as fn(&mut PresenceTuning),
+                "flush_inactive_ms",
+            ),
+            (
+                |p| p.flush_active_ms = p.flush_inactive_ms + 1,
+                "flush_active_ms",
+            ),
+            (
+                |p| p.flush_sleepy_ms = p.flush_inactive_ms - 1,
+                "flush_sleepy_ms",
+            ),
+            (|p| p.batch_max = 0, "batch_max"),
+            (|p| p.batch_window = 0, "batch_window"),
+            (|p| p.cache_documents = 0, "cache_documents"),
+            (|p| p.cache_versions = 0, "cache_versions"),
+            (|p| p.cache_deltas = 0, "cache_deltas"),
+        ] {
+            match with(edit) {
+                Err(ConfigError::Invalid(msg)) => {
+                    assert!(msg.starts_with("presence.") && msg.contains(named), "{msg}");
+                }
+                other => panic!("{named}: {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -512,6 +672,15 @@ mod tests {
             stream_receive_window = 32768
             receive_window = 65536
             send_window = 65536
+            [presence]
+            flush_active_ms = 0
+            flush_inactive_ms = 60000
+            flush_sleepy_ms = 900000
+            batch_max = 16
+            batch_window = 4
+            cache_documents = 1000
+            cache_versions = 2000
+            cache_deltas = 300
             "#,
         )
         .unwrap();
@@ -530,6 +699,24 @@ mod tests {
         assert_eq!(hub.delivery_wait_ms, 2000);
         assert_eq!(config.idle_timeout(), Duration::from_secs(30));
         assert_eq!(config.timeouts.keepalive_ms, Some(10_000));
+        assert_eq!(
+            hub.flush,
+            FlushPolicy {
+                active_ms: 0,
+                inactive_ms: 60_000,
+                sleepy_ms: 900_000,
+                batch_max: 16,
+                window: 4,
+            }
+        );
+        assert_eq!(
+            hub.caches,
+            CacheSizes {
+                documents: 1000,
+                versions: 2000,
+                deltas: 300,
+            }
+        );
     }
 
     #[test]
@@ -544,6 +731,12 @@ mod tests {
             "[timeouts]\nidle_timeout_ms = 0",
             "[timeouts]\nkeepalive_ms = 60000",
             "[quic]\nreceive_window = 1024",
+            "[presence]\nflush_inactive_ms = 0",
+            "[presence]\nflush_sleepy_ms = 1000",
+            "[presence]\nbatch_window = 0",
+            "[presence]\ncache_versions = 0",
+            "[presence]\nbatch_max = -1",
+            "[presence]\nflush_active = 50",
             "domains = []",
             "domains = [\"a..b\"]",
             "domains = [\"x.example\", \"X.example\"]",

@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::DbError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Version 0 → 1: the first schema.
 ///
@@ -73,8 +73,51 @@ CREATE TABLE devices (
 ) STRICT, WITHOUT ROWID;
 ";
 
+/// Version 2 → 3: versioned presence documents and subscription slots (presence
+/// synchronisation: a watcher names its subscriptions by slot in batches, and a document
+/// by (presentity, version) in deltas and conditional fetches).
+///
+/// * `presence.version`: the version of the stored document, chosen by the hub (one more
+///   than the previous). Existing documents become version 1. The `DEFAULT` exists only
+///   to number those rows (`ADD COLUMN … NOT NULL` needs one, and it rewrites nothing);
+///   every write gives the version.
+/// * `subscriptions.slot`: the number of the subscription among its watcher's, unique
+///   per watcher (`subscriptions_slot`, which also serves the watcher's subscriptions in
+///   slot order). `ADD COLUMN` can neither number the existing rows nor add the
+///   constraint, so the table is rebuilt: existing subscriptions get 1..n per watcher in
+///   target order. `subscriptions_target` is
+///   recreated with the watcher and slot in it, so that a presentity's watchers and their
+///   slots come from the index alone.
+/// * `slots`: each watcher's last slot ever assigned, so that a removed subscription's
+///   slot is never reused for that watcher (a client may still hold state under it).
+///   Initialised from the numbered subscriptions. It outlives the watcher's
+///   subscriptions, but not the watcher: removing the principal deletes its counter
+///   (unlike `inbox_seq`), so a principal provisioned again starts at slot 1.
+const V3: &str = "
+ALTER TABLE presence ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE subscriptions_v3 (
+    watcher TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    slot    INTEGER NOT NULL,
+    PRIMARY KEY (watcher, target)
+) STRICT, WITHOUT ROWID;
+INSERT INTO subscriptions_v3 (watcher, target, slot)
+    SELECT watcher, target, ROW_NUMBER() OVER (PARTITION BY watcher ORDER BY target)
+    FROM subscriptions;
+DROP TABLE subscriptions;
+ALTER TABLE subscriptions_v3 RENAME TO subscriptions;
+CREATE UNIQUE INDEX subscriptions_slot ON subscriptions (watcher, slot);
+CREATE INDEX subscriptions_target ON subscriptions (target, watcher, slot);
+CREATE TABLE slots (
+    watcher TEXT PRIMARY KEY NOT NULL,
+    last    INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO slots (watcher, last)
+    SELECT watcher, MAX(slot) FROM subscriptions GROUP BY watcher;
+";
+
 /// Every migration, in order; `MIGRATIONS.len()` is [`SCHEMA_VERSION`].
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version of an open database.
 pub(super) fn version(conn: &Connection) -> Result<u32, DbError> {
@@ -118,6 +161,142 @@ mod tests {
         // Idempotent.
         migrate(&mut conn).unwrap();
         assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
+    }
+
+    /// A database at `version`, as that build of the gateway left it.
+    fn database_at(path: &std::path::Path, version: u32) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        for sql in &MIGRATIONS[..version as usize] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", version).unwrap();
+        conn
+    }
+
+    fn doc(presentity: &str) -> tern_wire::PresenceDoc {
+        tern_wire::PresenceDoc {
+            presentity: presentity.into(),
+            updated: 42,
+            presence: tern_wire::Presence {
+                tuples: vec![],
+                card: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn a_v2_database_migrates_to_v3_with_slots_and_versions() {
+        use tern_gateway_core::{Subscription, Versioned};
+
+        use super::super::SqliteStore;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let v2 = database_at(&path, 2);
+            for (watcher, target) in [
+                ("bob@x", "dave@x"),
+                ("bob@x", "alice@x"),
+                ("carol@x", "bob@x"),
+                ("bob@x", "carol@x"),
+                ("alice@x", "bob@x"),
+            ] {
+                v2.execute(
+                    "INSERT INTO subscriptions (watcher, target) VALUES (?1, ?2)",
+                    [watcher, target],
+                )
+                .unwrap();
+            }
+            for who in ["alice@x", "bob@x"] {
+                let blob = postcard::to_stdvec(&doc(who)).unwrap();
+                v2.execute(
+                    "INSERT INTO presence (presentity, doc) VALUES (?1, ?2)",
+                    rusqlite::params![who, blob],
+                )
+                .unwrap();
+            }
+        }
+        let mut store = SqliteStore::open_file(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 3);
+        let sub = |watcher: &str, target: &str, slot| Subscription {
+            watcher: watcher.into(),
+            target: target.into(),
+            slot,
+        };
+        store
+            .read(|s| {
+                // 1..n per watcher, in target order.
+                assert_eq!(
+                    s.subscriptions()?,
+                    vec![
+                        sub("alice@x", "bob@x", 1),
+                        sub("bob@x", "alice@x", 1),
+                        sub("bob@x", "carol@x", 2),
+                        sub("bob@x", "dave@x", 3),
+                        sub("carol@x", "bob@x", 1),
+                    ]
+                );
+                assert_eq!(
+                    s.watchers_of("bob@x")?,
+                    vec![("alice@x".to_owned(), 1), ("carol@x".to_owned(), 1)]
+                );
+                assert_eq!(
+                    s.presences()?,
+                    vec![
+                        Versioned {
+                            version: 1,
+                            doc: doc("alice@x")
+                        },
+                        Versioned {
+                            version: 1,
+                            doc: doc("bob@x")
+                        },
+                    ]
+                );
+                Ok(())
+            })
+            .unwrap();
+        // The counters continue from the numbered slots.
+        store
+            .write(|s| {
+                assert_eq!(s.add_subscription("bob@x", "erin@x")?, 4);
+                assert_eq!(s.add_subscription("carol@x", "alice@x")?, 2);
+                assert_eq!(s.add_subscription("dave@x", "alice@x")?, 1);
+                Ok(())
+            })
+            .unwrap();
+        drop(store);
+        // A slot is unique per watcher, and the indexes exist under their names.
+        let conn = Connection::open(&path).unwrap();
+        let duplicate = conn.execute(
+            "INSERT INTO subscriptions (watcher, target, slot) VALUES ('bob@x', 'zed@x', 2)",
+            [],
+        );
+        assert!(duplicate.is_err(), "a slot used twice by one watcher");
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'subscriptions' AND sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(indexes, ["subscriptions_slot", "subscriptions_target"]);
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+    }
+
+    #[test]
+    fn an_empty_v2_database_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = database_at(&dir.path().join("empty.db"), 2);
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
+        let slots: i64 = conn
+            .query_row("SELECT count(*) FROM slots", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(slots, 0);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! back belong to the caller ([`super::SqliteStore`], [`super::Batch`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tern_gateway_core::{DeviceRecord, SentRecord, Store, StoreError, UserRecord};
-use tern_wire::{InboxItem, PresenceDoc};
+use tern_gateway_core::{
+    DeviceRecord, SentRecord, Store, StoreError, Subscription, UserRecord, Versioned,
+};
+use tern_wire::{InboxItem, Slot};
 
 /// A view of the database through the connection of an open transaction.
 pub(super) struct Tx<'c> {
@@ -32,6 +34,15 @@ impl<'c> Tx<'c> {
             .map_err(db_error)?;
         rows.collect::<Result<_, _>>().map_err(db_error)
     }
+
+    /// The (address, slot) rows a one-parameter query returns.
+    fn slotted(&self, sql: &str, param: &str) -> Result<Vec<(String, Slot)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(db_error)?;
+        let rows = stmt
+            .query_map([param], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(db_error)?;
+        rows.collect::<Result<_, _>>().map_err(db_error)
+    }
 }
 
 /// A SQLite failure as the core sees it.
@@ -45,6 +56,14 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| StoreError(format!("corrupt {what}: {e}")))
+}
+
+/// A `presence` row as the core sees it.
+fn versioned(version: u64, blob: &[u8]) -> Result<Versioned, StoreError> {
+    Ok(Versioned {
+        version,
+        doc: decode("presence document", blob)?,
+    })
 }
 
 /// The columns of a `users` row, before its aliases are attached.
@@ -128,11 +147,12 @@ impl Store for Tx<'_> {
             .prepare_cached("DELETE FROM users WHERE address = ?1")
             .and_then(|mut s| s.execute([address]))
             .map_err(db_error)?;
-        // `inbox_seq` stays: see the schema.
+        // `inbox_seq` stays; `slots` goes with the watcher: see the schema.
         for sql in [
             "DELETE FROM aliases WHERE owner = ?1",
             "DELETE FROM presence WHERE presentity = ?1",
             "DELETE FROM subscriptions WHERE watcher = ?1 OR target = ?1",
+            "DELETE FROM slots WHERE watcher = ?1",
             "DELETE FROM inbox WHERE owner = ?1",
             "DELETE FROM sent WHERE sender = ?1 OR owner = ?1",
             "DELETE FROM devices WHERE owner = ?1",
@@ -173,37 +193,79 @@ impl Store for Tx<'_> {
             .map_err(db_error)
     }
 
-    fn presence(&self, presentity: &str) -> Result<Option<PresenceDoc>, StoreError> {
-        let blob: Option<Vec<u8>> = self
+    fn presence(&self, presentity: &str) -> Result<Option<Versioned>, StoreError> {
+        let row: Option<(u64, Vec<u8>)> = self
             .conn
-            .prepare_cached("SELECT doc FROM presence WHERE presentity = ?1")
-            .and_then(|mut s| s.query_row([presentity], |row| row.get(0)).optional())
+            .prepare_cached("SELECT version, doc FROM presence WHERE presentity = ?1")
+            .and_then(|mut s| {
+                s.query_row([presentity], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
             .map_err(db_error)?;
-        blob.map(|b| decode("presence document", &b)).transpose()
+        row.map(|(version, blob)| versioned(version, &blob))
+            .transpose()
     }
 
-    fn put_presence(&mut self, doc: &PresenceDoc) -> Result<(), StoreError> {
-        let blob = encode(doc)?;
+    fn put_presence(&mut self, doc: &Versioned) -> Result<(), StoreError> {
+        let blob = encode(&doc.doc)?;
         self.conn
             .prepare_cached(
-                "INSERT INTO presence (presentity, doc) VALUES (?1, ?2)
-                 ON CONFLICT (presentity) DO UPDATE SET doc = excluded.doc",
+                "INSERT INTO presence (presentity, version, doc) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (presentity) DO UPDATE SET version = excluded.version,
+                   doc = excluded.doc",
             )
-            .and_then(|mut s| s.execute(params![doc.presentity, blob]))
+            .and_then(|mut s| s.execute(params![doc.doc.presentity, doc.version, blob]))
             .map_err(db_error)?;
         Ok(())
     }
 
-    fn add_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError> {
-        let n = self
+    fn presences(&self) -> Result<Vec<Versioned>, StoreError> {
+        let mut stmt = self
             .conn
-            .prepare_cached("INSERT OR IGNORE INTO subscriptions (watcher, target) VALUES (?1, ?2)")
-            .and_then(|mut s| s.execute([watcher, target]))
+            .prepare_cached("SELECT version, doc FROM presence ORDER BY presentity")
             .map_err(db_error)?;
-        Ok(n > 0)
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, u64>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(db_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|(version, blob)| versioned(*version, blob))
+            .collect()
+    }
+
+    fn add_subscription(&mut self, watcher: &str, target: &str) -> Result<Slot, StoreError> {
+        let existing: Option<Slot> = self
+            .conn
+            .prepare_cached("SELECT slot FROM subscriptions WHERE watcher = ?1 AND target = ?2")
+            .and_then(|mut s| s.query_row([watcher, target], |row| row.get(0)).optional())
+            .map_err(db_error)?;
+        if let Some(slot) = existing {
+            return Ok(slot);
+        }
+        let last: i64 = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO slots (watcher, last) VALUES (?1, 1)
+                 ON CONFLICT (watcher) DO UPDATE SET last = last + 1
+                 RETURNING last",
+            )
+            .and_then(|mut s| s.query_row([watcher], |row| row.get(0)))
+            .map_err(db_error)?;
+        // The caller's savepoint rolls the counter back with the failed event.
+        let slot = Slot::try_from(last)
+            .map_err(|_| StoreError(format!("{watcher} has used every subscription slot")))?;
+        self.conn
+            .prepare_cached("INSERT INTO subscriptions (watcher, target, slot) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![watcher, target, slot]))
+            .map_err(db_error)?;
+        Ok(slot)
     }
 
     fn remove_subscription(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError> {
+        // The slot counter stays: the slot is not reused.
         let n = self
             .conn
             .prepare_cached("DELETE FROM subscriptions WHERE watcher = ?1 AND target = ?2")
@@ -212,43 +274,35 @@ impl Store for Tx<'_> {
         Ok(n > 0)
     }
 
-    fn presences(&self) -> Result<Vec<PresenceDoc>, StoreError> {
+    fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT doc FROM presence ORDER BY presentity")
-            .map_err(db_error)?;
-        let blobs = stmt
-            .query_map([], |row| row.get::<_, Vec<u8>>(0))
-            .map_err(db_error)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db_error)?;
-        blobs
-            .iter()
-            .map(|b| decode("presence document", b))
-            .collect()
-    }
-
-    fn subscriptions(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT watcher, target FROM subscriptions ORDER BY watcher, target")
+            .prepare_cached(
+                "SELECT watcher, target, slot FROM subscriptions ORDER BY watcher, target",
+            )
             .map_err(db_error)?;
         let rows = stmt
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_map([], |row| {
+                Ok(Subscription {
+                    watcher: row.get(0)?,
+                    target: row.get(1)?,
+                    slot: row.get(2)?,
+                })
+            })
             .map_err(db_error)?;
         rows.collect::<Result<_, _>>().map_err(db_error)
     }
 
-    fn subscriptions_of(&self, watcher: &str) -> Result<Vec<String>, StoreError> {
-        self.column(
-            "SELECT target FROM subscriptions WHERE watcher = ?1 ORDER BY target",
+    fn subscriptions_of(&self, watcher: &str) -> Result<Vec<(String, Slot)>, StoreError> {
+        self.slotted(
+            "SELECT target, slot FROM subscriptions WHERE watcher = ?1 ORDER BY slot",
             watcher,
         )
     }
 
-    fn watchers_of(&self, target: &str) -> Result<Vec<String>, StoreError> {
-        self.column(
-            "SELECT watcher FROM subscriptions WHERE target = ?1 ORDER BY watcher",
+    fn watchers_of(&self, target: &str) -> Result<Vec<(String, Slot)>, StoreError> {
+        self.slotted(
+            "SELECT watcher, slot FROM subscriptions WHERE target = ?1 ORDER BY watcher",
             target,
         )
     }
@@ -400,7 +454,8 @@ impl Store for Tx<'_> {
 
 #[cfg(test)]
 mod tests {
-    use tern_wire::{Basic, Incoming, LateReceipt, Presence, ReceiptStatus, Tuple};
+    use tern_gateway_core::MemStore;
+    use tern_wire::{Basic, Incoming, LateReceipt, Presence, PresenceDoc, ReceiptStatus, Tuple};
 
     use super::super::SqliteStore;
     use super::*;
@@ -451,6 +506,17 @@ mod tests {
                 card: vec![],
             },
         }
+    }
+
+    fn stored(presentity: &str, version: u64, note: &str) -> Versioned {
+        Versioned {
+            version,
+            doc: doc(presentity, note),
+        }
+    }
+
+    fn slotted(rows: &[(&str, Slot)]) -> Vec<(String, Slot)> {
+        rows.iter().map(|(a, s)| ((*a).to_owned(), *s)).collect()
     }
 
     #[test]
@@ -518,42 +584,284 @@ mod tests {
     }
 
     #[test]
-    fn presence_is_stored_and_replaced() {
+    fn presence_is_stored_and_replaced_with_its_version() {
         let (_d, mut store) = open();
         assert_eq!(store.read(|s| s.presence("alice@x")).unwrap(), None);
         store
-            .write(|s| s.put_presence(&doc("alice@x", "one")))
+            .write(|s| s.put_presence(&stored("alice@x", 1, "one")))
             .unwrap();
         store
-            .write(|s| s.put_presence(&doc("alice@x", "two")))
+            .write(|s| s.put_presence(&stored("alice@x", 2, "two")))
             .unwrap();
-        assert_eq!(
-            store.read(|s| s.presence("alice@x")).unwrap(),
-            Some(doc("alice@x", "two"))
-        );
+        // Versions are the caller's: a large one round-trips too.
+        let big = stored("bob@x", u64::from(u32::MAX) + 7, "big");
+        store.write(|s| s.put_presence(&big)).unwrap();
+        store
+            .read(|s| {
+                assert_eq!(s.presence("alice@x")?, Some(stored("alice@x", 2, "two")));
+                assert_eq!(s.presence("bob@x")?, Some(big.clone()));
+                assert_eq!(
+                    s.presences()?,
+                    vec![stored("alice@x", 2, "two"), big.clone()]
+                );
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]
-    fn subscriptions_add_remove_and_list() {
+    fn a_version_beyond_sqlite_integers_is_an_error_not_a_panic() {
+        let (_d, mut store) = open();
+        let err = store.write(|s| s.put_presence(&stored("alice@x", u64::MAX, "x")));
+        assert!(matches!(err, Err(super::super::DbError::Store(_))));
+        assert_eq!(store.read(|s| s.presence("alice@x")).unwrap(), None);
+    }
+
+    #[test]
+    fn subscriptions_add_remove_and_list_with_slots() {
         let (_d, mut store) = open();
         store
             .write(|s| {
-                assert!(s.add_subscription("bob@x", "alice@x")?);
-                assert!(!s.add_subscription("bob@x", "alice@x")?);
-                assert!(s.add_subscription("alice@x", "bob@x")?);
-                assert!(s.add_subscription("carol@x", "alice@x")?);
+                assert_eq!(s.add_subscription("bob@x", "carol@x")?, 1);
+                assert_eq!(s.add_subscription("bob@x", "alice@x")?, 2);
+                assert_eq!(s.add_subscription("alice@x", "bob@x")?, 1, "per watcher");
+                assert_eq!(s.add_subscription("carol@x", "alice@x")?, 1);
                 assert!(s.remove_subscription("carol@x", "alice@x")?);
                 assert!(!s.remove_subscription("carol@x", "alice@x")?);
                 Ok(())
             })
             .unwrap();
+        let sub = |watcher: &str, target: &str, slot| Subscription {
+            watcher: watcher.into(),
+            target: target.into(),
+            slot,
+        };
+        store
+            .read(|s| {
+                assert_eq!(
+                    s.subscriptions()?,
+                    vec![
+                        sub("alice@x", "bob@x", 1),
+                        sub("bob@x", "alice@x", 2),
+                        sub("bob@x", "carol@x", 1),
+                    ]
+                );
+                assert_eq!(
+                    s.subscriptions_of("bob@x")?,
+                    slotted(&[("carol@x", 1), ("alice@x", 2)]),
+                    "slot order, not name order"
+                );
+                assert_eq!(s.subscriptions_of("nobody@x")?, vec![]);
+                assert_eq!(s.watchers_of("alice@x")?, slotted(&[("bob@x", 2)]));
+                assert_eq!(s.watchers_of("bob@x")?, slotted(&[("alice@x", 1)]));
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn add_subscription_twice_returns_the_same_slot() {
+        let (_d, mut store) = open();
+        store
+            .write(|s| {
+                assert_eq!(s.add_subscription("bob@x", "alice@x")?, 1);
+                assert_eq!(s.add_subscription("bob@x", "alice@x")?, 1);
+                assert_eq!(s.add_subscription("bob@x", "carol@x")?, 2, "no slot spent");
+                Ok(())
+            })
+            .unwrap();
+        // In a later transaction too.
         assert_eq!(
-            store.read(|s| s.subscriptions()).unwrap(),
-            vec![
-                ("alice@x".to_owned(), "bob@x".to_owned()),
-                ("bob@x".to_owned(), "alice@x".to_owned())
-            ]
+            store
+                .write(|s| s.add_subscription("bob@x", "alice@x"))
+                .unwrap(),
+            1
         );
+        assert_eq!(store.read(|s| s.subscriptions()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn slots_are_never_reused_after_remove_subscription() {
+        let (_d, mut store) = open();
+        store
+            .write(|s| {
+                assert_eq!(s.add_subscription("bob@x", "alice@x")?, 1);
+                assert_eq!(s.add_subscription("bob@x", "carol@x")?, 2);
+                assert!(s.remove_subscription("bob@x", "carol@x")?);
+                assert_eq!(s.add_subscription("bob@x", "dave@x")?, 3);
+                assert!(s.remove_subscription("bob@x", "alice@x")?);
+                assert!(s.remove_subscription("bob@x", "dave@x")?);
+                Ok(())
+            })
+            .unwrap();
+        // Even with no subscription left, and across a reopen of the transaction.
+        assert_eq!(store.read(|s| s.subscriptions_of("bob@x")).unwrap(), vec![]);
+        store
+            .write(|s| {
+                assert_eq!(s.add_subscription("bob@x", "alice@x")?, 4, "a new slot");
+                assert_eq!(s.add_subscription("bob@x", "carol@x")?, 5);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_failed_event_gives_back_its_slot() {
+        // The counter is rolled back with the event, so the slot was never used.
+        let (_d, mut store) = open();
+        let mut batch = store.begin().unwrap();
+        let failed: Result<(), StoreError> = batch.event(|s| {
+            assert_eq!(s.add_subscription("bob@x", "alice@x")?, 1);
+            Err(StoreError("boom".into()))
+        });
+        assert!(failed.is_err());
+        let slot = batch
+            .event(|s| s.add_subscription("bob@x", "carol@x"))
+            .unwrap();
+        assert_eq!(slot, 1);
+        batch.commit().unwrap();
+    }
+
+    #[test]
+    fn remove_user_resets_the_slot_counter() {
+        let (_d, mut store) = open();
+        store
+            .write(|s| {
+                s.put_user(&user("bob@x", &[]))?;
+                s.put_user(&user("alice@x", &[]))?;
+                assert_eq!(s.add_subscription("bob@x", "alice@x")?, 1);
+                assert_eq!(s.add_subscription("bob@x", "carol@x")?, 2);
+                assert_eq!(s.add_subscription("alice@x", "carol@x")?, 1);
+                assert_eq!(s.add_subscription("alice@x", "bob@x")?, 2);
+                assert!(s.remove_user("bob@x")?);
+                Ok(())
+            })
+            .unwrap();
+        store
+            .write(|s| {
+                s.put_user(&user("bob@x", &[]))?;
+                assert_eq!(s.add_subscription("bob@x", "carol@x")?, 1, "starts over");
+                // Alice's subscription to Bob went with him, but not her counter.
+                assert_eq!(s.subscriptions_of("alice@x")?, slotted(&[("carol@x", 1)]));
+                assert_eq!(s.add_subscription("alice@x", "bob@x")?, 3);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_slot_beyond_u32_is_an_error_not_a_panic() {
+        let (_d, mut store) = open();
+        store
+            .conn
+            .execute(
+                "INSERT INTO slots (watcher, last) VALUES ('bob@x', 4294967295)",
+                [],
+            )
+            .unwrap();
+        assert!(
+            store
+                .write(|s| s.add_subscription("bob@x", "alice@x"))
+                .is_err()
+        );
+        assert_eq!(store.read(|s| s.subscriptions()).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn subscription_lookups_read_only_their_index() {
+        // The hub reads both directions at every login: no table scan, no sort, and no
+        // lookup into the table for the slot.
+        let (_d, store) = open();
+        let plan = |sql: &str| -> String {
+            let mut stmt = store
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let rows = stmt
+                .query_map(["x"], |row| row.get::<_, String>(3))
+                .unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let of = plan("SELECT target, slot FROM subscriptions WHERE watcher = ?1 ORDER BY slot");
+        assert!(of.contains("COVERING INDEX subscriptions_slot"), "{of}");
+        let watchers =
+            plan("SELECT watcher, slot FROM subscriptions WHERE target = ?1 ORDER BY watcher");
+        assert!(
+            watchers.contains("COVERING INDEX subscriptions_target"),
+            "{watchers}"
+        );
+        for p in [&of, &watchers] {
+            assert!(!p.contains("TEMP B-TREE"), "{p}");
+        }
+    }
+
+    /// One scenario through the in-memory reference store and through SQLite; the two
+    /// must answer every call alike.
+    #[test]
+    fn sqlite_agrees_with_the_reference_store() {
+        fn scenario(s: &mut dyn Store) -> Result<Vec<String>, StoreError> {
+            let mut seen = Vec::new();
+            let mut note = |what: &str, value: String| seen.push(format!("{what}: {value}"));
+            s.put_user(&user("alice@x", &[]))?;
+            s.put_user(&user("bob@x", &[]))?;
+            for (w, t) in [
+                ("bob@x", "carol@x"),
+                ("bob@x", "alice@x"),
+                ("bob@x", "carol@x"),
+                ("alice@x", "bob@x"),
+                ("carol@x", "alice@x"),
+            ] {
+                note("add", format!("{w} {t} {}", s.add_subscription(w, t)?));
+            }
+            note(
+                "remove",
+                format!("{}", s.remove_subscription("bob@x", "carol@x")?),
+            );
+            note(
+                "remove",
+                format!("{}", s.remove_subscription("bob@x", "carol@x")?),
+            );
+            note("add", format!("{}", s.add_subscription("bob@x", "dave@x")?));
+            note(
+                "add",
+                format!("{}", s.add_subscription("bob@x", "carol@x")?),
+            );
+            s.put_presence(&stored("alice@x", 1, "one"))?;
+            s.put_presence(&stored("alice@x", 2, "two"))?;
+            s.put_presence(&stored("bob@x", 1, "b"))?;
+            note("presence", format!("{:?}", s.presence("alice@x")?));
+            let mut all = s.presences()?;
+            all.sort_by(|a, b| a.doc.presentity.cmp(&b.doc.presentity));
+            note("presences", format!("{all:?}"));
+            note("subscriptions", format!("{:?}", s.subscriptions()?));
+            note("of bob", format!("{:?}", s.subscriptions_of("bob@x")?));
+            note(
+                "watchers of alice",
+                format!("{:?}", s.watchers_of("alice@x")?),
+            );
+            note("remove bob", format!("{}", s.remove_user("bob@x")?));
+            note("subscriptions", format!("{:?}", s.subscriptions()?));
+            note("presence bob", format!("{:?}", s.presence("bob@x")?));
+            note(
+                "add",
+                format!("{}", s.add_subscription("bob@x", "alice@x")?),
+            );
+            note(
+                "add",
+                format!("{}", s.add_subscription("alice@x", "bob@x")?),
+            );
+            note(
+                "watchers of alice",
+                format!("{:?}", s.watchers_of("alice@x")?),
+            );
+            note("of alice", format!("{:?}", s.subscriptions_of("alice@x")?));
+            Ok(seen)
+        }
+        let mut reference = MemStore::default();
+        let expected = scenario(&mut reference).unwrap();
+        let (_d, mut store) = open();
+        let got = store.write(scenario).unwrap();
+        assert_eq!(got, expected);
     }
 
     #[test]
@@ -671,7 +979,7 @@ mod tests {
             .write(|s| {
                 s.put_user(&user("alice@x", &["al@x"]))?;
                 s.put_user(&user("bob@x", &[]))?;
-                s.put_presence(&doc("alice@x", "here"))?;
+                s.put_presence(&stored("alice@x", 1, "here"))?;
                 s.add_subscription("alice@x", "bob@x")?;
                 s.add_subscription("bob@x", "alice@x")?;
                 s.inbox_push("alice@x", &message(1))?;
@@ -703,6 +1011,7 @@ mod tests {
                 assert_eq!(s.inbox_owner("al@x")?, None);
                 assert_eq!(s.presence("alice@x")?, None);
                 assert_eq!(s.subscriptions()?, vec![]);
+                assert_eq!(s.subscriptions_of("alice@x")?, vec![]);
                 assert_eq!(s.inbox_after("alice@x", 0, 10)?, vec![]);
                 assert_eq!(s.sent("alice@x", b"m")?, None);
                 assert_eq!(s.sent("bob@x", b"m")?, None);
@@ -728,8 +1037,10 @@ mod tests {
             store
                 .write(|s| {
                     s.put_user(&user("alice@x", &["al@x"]))?;
-                    s.put_presence(&doc("alice@x", "persisted"))?;
+                    s.put_presence(&stored("alice@x", 3, "persisted"))?;
+                    s.add_subscription("bob@x", "carol@x")?;
                     s.add_subscription("bob@x", "alice@x")?;
+                    s.remove_subscription("bob@x", "carol@x")?;
                     s.inbox_push("alice@x", &message(1))?;
                     s.inbox_push("alice@x", &message(2))?;
                     s.inbox_remove("alice@x", 1)?;
@@ -748,8 +1059,11 @@ mod tests {
         store
             .read(|s| {
                 assert_eq!(s.user("alice@x")?, Some(user("alice@x", &["al@x"])));
-                assert_eq!(s.presence("alice@x")?, Some(doc("alice@x", "persisted")));
-                assert_eq!(s.subscriptions()?.len(), 1);
+                assert_eq!(
+                    s.presence("alice@x")?,
+                    Some(stored("alice@x", 3, "persisted"))
+                );
+                assert_eq!(s.subscriptions_of("bob@x")?, slotted(&[("alice@x", 2)]));
                 assert_eq!(s.inbox_after("alice@x", 0, 10)?, vec![(2, message(2))]);
                 assert_eq!(s.sent("bob@x", b"m")?.map(|r| r.seq), Some(2));
                 Ok(())
@@ -761,6 +1075,13 @@ mod tests {
                 .unwrap(),
             3
         );
+        assert_eq!(
+            store
+                .write(|s| s.add_subscription("bob@x", "carol@x"))
+                .unwrap(),
+            3,
+            "the slot counter persists"
+        );
     }
 
     #[test]
@@ -769,7 +1090,7 @@ mod tests {
         store
             .conn
             .execute(
-                "INSERT INTO presence (presentity, doc) VALUES ('x@x', X'FFFFFFFF')",
+                "INSERT INTO presence (presentity, version, doc) VALUES ('x@x', 1, X'FFFFFFFF')",
                 [],
             )
             .unwrap();

@@ -608,7 +608,7 @@ async fn shutdown_closes_sessions_with_shutdown_and_commits_departure() -> Resul
     let doc = store
         .read(|s| s.presence("alice@localhost"))?
         .context("no stored presence")?;
-    assert!(!doc.presence.is_open());
+    assert!(!doc.doc.presence.is_open());
     Ok(())
 }
 

@@ -1,11 +1,11 @@
 //! The async API: [`Client`] and the values it hands out ([`Event`], [`ConnectionState`],
-//! [`SendOutcome`], [`SessionInfo`]).
+//! [`SendOutcome`], [`SessionInfo`], [`FetchIf`]).
 //!
 //! Owns: argument checks and address normalisation before anything is sent, message ids,
 //! opening the state directory and the first connection, the application's side of the
 //! event queue (including which inbox items the application has taken, recorded in the
-//! state directory before they may be acknowledged), how long `send` waits, and the
-//! commands to the driver task. It may not touch the connection or the session (the
+//! state directory before they may be acknowledged), how long `send` waits, reads of the
+//! presence cache, and the commands to the driver task. It may not touch the connection or the session (the
 //! driver task owns them).
 //!
 //! The public surface is shaped for uniffi export as it is: `Client` is `Send + Sync` with
@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use tern_wire::addr::Address;
 use tern_wire::limits::DEFAULT_FRAME_MAX;
-use tern_wire::{Incoming, LateReceipt, Message, Presence, PresenceDoc, ReceiptStatus};
+use tern_wire::{
+    ClientMode, Incoming, LateReceipt, Message, Presence, PresenceDoc, ReceiptStatus, Version,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -26,6 +28,7 @@ use crate::driver::{Answer, Command, Driver, Setup};
 use crate::error::ClientError;
 use crate::link::{Link, Op, Opening};
 use crate::outbox::{OUTBOX_MAX, Outbox};
+use crate::roster::{self, CachedPresence, Roster, SharedRoster};
 use crate::session::check_message;
 use crate::state::{self, DEVICE_LEN, Saved, SharedState, StateDir, StateTokens};
 
@@ -39,8 +42,17 @@ pub const MESSAGE_ID_LEN: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A subscribed presentity's presence changed (or is restated after a reconnect).
+    /// A subscribed presentity's presence changed, or is new to the presence cache. The
+    /// cache already holds it ([`Client::cached`] tells its version). Presence that did
+    /// not change while the client was away (or, with a state directory, stopped) is not
+    /// restated: read it from the cache ([`Client::roster`]).
     Presence(PresenceDoc),
+    /// A subscription ended without this client asking (on another device of the
+    /// principal, or by the gateway): the presentity left the presence cache.
+    SubscriptionEnded {
+        /// The presentity.
+        presentity: String,
+    },
     /// An instant message (only with `ClientConfig::inbox`). It is acknowledged to the
     /// gateway when `next_event` is called again (or [`Client::acknowledge`]): handle it
     /// before asking for the next event.
@@ -71,7 +83,10 @@ impl Event {
     fn inbox_seq(&self) -> Option<u64> {
         match self {
             Self::Message { seq, .. } | Self::Receipt { seq, .. } => Some(*seq),
-            Self::Presence(_) | Self::Sent(_) | Self::Connection(_) => None,
+            Self::Presence(_)
+            | Self::SubscriptionEnded { .. }
+            | Self::Sent(_)
+            | Self::Connection(_) => None,
         }
     }
 }
@@ -104,6 +119,20 @@ pub struct SendOutcome {
     pub to: String,
     /// Delivered, stored for later delivery, or failed with a reason.
     pub status: ReceiptStatus,
+}
+
+/// The answer to [`Client::fetch_if`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchIf {
+    /// The version given is the current one.
+    Unchanged,
+    /// The presentity's document changed since the version given (or that version was 0).
+    Changed {
+        /// The current version.
+        version: Version,
+        /// The current document.
+        doc: PresenceDoc,
+    },
 }
 
 /// Whether the current connection's first flight (`Open` and the outbox) went as QUIC
@@ -141,6 +170,8 @@ pub struct SessionInfo {
     pub suggested_keepalive_ms: Option<u32>,
     /// The device id sent in `Open` (from the state directory, or random per client).
     pub device: Vec<u8>,
+    /// How many presentities the presence cache holds now.
+    pub presentities: usize,
 }
 
 /// A connection to a tern gateway as one principal.
@@ -159,6 +190,7 @@ pub struct Client {
     user: String,
     request_timeout: Duration,
     info: Arc<Mutex<SessionInfo>>,
+    roster: SharedRoster,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -205,11 +237,17 @@ impl Client {
         };
         let target = Arc::new(target);
         let outbox = Outbox::new(saved.outbox, OUTBOX_MAX);
+        if !saved.roster.is_empty() {
+            tracing::debug!(presentities = saved.roster.len(), "presence cache loaded");
+        }
+        let roster: SharedRoster = Arc::new(Mutex::new(Roster::from_entries(saved.roster)));
         let opening = Opening {
             device: saved.device.clone(),
             consumed: saved.inbox_seen,
             frame_max: DEFAULT_FRAME_MAX,
             outbox: outbox.messages(),
+            mode: target.mode,
+            roster: Arc::clone(&roster),
         };
         if !opening.outbox.is_empty() {
             tracing::info!(messages = opening.outbox.len(), "sending the outbox again");
@@ -237,6 +275,7 @@ impl Client {
             presence: saved.presence,
             outbox,
             info: Arc::clone(&info),
+            roster: Arc::clone(&roster),
         });
         span.in_scope(|| driver.adopt(&mut link, false));
         let task = tokio::spawn(driver.run(link).instrument(span));
@@ -255,6 +294,7 @@ impl Client {
             user,
             request_timeout,
             info,
+            roster,
             task: Mutex::new(Some(task)),
         })
     }
@@ -265,12 +305,48 @@ impl Client {
     }
 
     /// What happened when the current session opened: resumed or fresh, 0-RTT, how many
-    /// handshakes so far, the gateway's suggested keep-alive.
+    /// handshakes so far, the gateway's suggested keep-alive; and how many presentities
+    /// the presence cache holds now.
     pub fn session_info(&self) -> SessionInfo {
-        self.info
+        let mut info = self
+            .info
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        info.presentities = roster::lock(&self.roster).len();
+        info
+    }
+
+    /// Tells the gateway the application's mode changed: [`ClientMode::ACTIVE`] when it
+    /// comes to the foreground, [`ClientMode::INACTIVE`] when it goes to the background,
+    /// [`ClientMode::SLEEPY`] for a device that wakes now and then. The gateway holds
+    /// presence changes back accordingly. Sent at once when connected, and in every later
+    /// session's first flight. Setting the mode the client already has asks the gateway
+    /// for the presence changes it holds back: a sleepy device's way to poll.
+    pub fn set_mode(&self, mode: ClientMode) {
+        // A closed client has no mode to change.
+        let _ = self.commands.send(Command::SetMode(mode));
+    }
+
+    /// The cached presence of a subscribed presentity, without asking the gateway: the
+    /// state the last batch left it in. `None` when it is not cached (not subscribed, not
+    /// synchronised yet, or not a valid address).
+    pub fn presence(&self, presentity: String) -> Option<PresenceDoc> {
+        self.cached(presentity).map(|entry| entry.doc)
+    }
+
+    /// Like [`Self::presence`], with the subscription's slot and the document's version.
+    pub fn cached(&self, presentity: String) -> Option<CachedPresence> {
+        let name = normalise(&presentity).ok()?;
+        roster::lock(&self.roster).get(&name).cloned()
+    }
+
+    /// Everything the presence cache holds, by presentity.
+    pub fn roster(&self) -> Vec<CachedPresence> {
+        let mut entries: Vec<CachedPresence> =
+            roster::lock(&self.roster).entries().cloned().collect();
+        entries.sort_by(|a, b| a.doc.presentity.cmp(&b.doc.presentity));
+        entries
     }
 
     /// Replaces the principal's presence information. With a state directory it is also
@@ -291,8 +367,25 @@ impl Client {
         }
     }
 
-    /// Subscribes to a presentity and returns its current presence; changes then arrive
-    /// as [`Event::Presence`]. Subscriptions are kept by the gateway across sessions.
+    /// Fetches a presentity's presence if its version is not `version` (which the caller
+    /// got earlier from [`Self::fetch_if`] or [`Self::cached`]); 0 fetches it whatever it
+    /// is. Cheap to poll: an unchanged document costs a few bytes.
+    pub async fn fetch_if(
+        &self,
+        presentity: String,
+        version: Version,
+    ) -> Result<FetchIf, ClientError> {
+        let target = normalise(&presentity)?;
+        match self.request(Op::FetchIf(target, version)).await? {
+            Answer::Unchanged => Ok(FetchIf::Unchanged),
+            Answer::Versioned(version, doc) => Ok(FetchIf::Changed { version, doc }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Subscribes to a presentity and returns its current presence, which also goes into
+    /// the presence cache; changes then arrive as [`Event::Presence`]. Subscriptions are
+    /// kept by the gateway across sessions.
     pub async fn subscribe(&self, presentity: String) -> Result<PresenceDoc, ClientError> {
         let target = normalise(&presentity)?;
         match self.request(Op::Subscribe(target)).await? {
@@ -503,6 +596,7 @@ fn fresh_device() -> Saved {
         inbox_seen: None,
         presence: None,
         outbox: Vec::new(),
+        roster: Vec::new(),
     }
 }
 

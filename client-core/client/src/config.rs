@@ -18,6 +18,7 @@ use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
+use tern_wire::ClientMode;
 use tern_wire::addr::Address;
 
 use crate::error::ClientError;
@@ -71,8 +72,15 @@ pub struct ClientConfig {
     /// address-validation tokens, so that a restarted process resumes its session (see
     /// the crate documentation for the guarantee). Created if missing; one client at a
     /// time, of one principal. `None`: a new random device per [`crate::Client`], and
-    /// nothing survives the process.
+    /// nothing survives the process. It also keeps the presence cache, so that a
+    /// restarted process gets only what changed since.
     pub state_dir: Option<PathBuf>,
+    /// The client's mode when it connects: [`ClientMode::ACTIVE`] (foreground: presence
+    /// changes come within tens of milliseconds), [`ClientMode::INACTIVE`] (background:
+    /// they wait minutes, or for something else to send) or [`ClientMode::SLEEPY`] (IoT:
+    /// they wait until the device sends something). Change it with
+    /// [`crate::Client::set_mode`].
+    pub mode: ClientMode,
 }
 
 impl ClientConfig {
@@ -90,6 +98,7 @@ impl ClientConfig {
             reconnect: true,
             inbox: true,
             state_dir: None,
+            mode: ClientMode::ACTIVE,
         }
     }
 
@@ -129,6 +138,7 @@ impl ClientConfig {
             reconnect: self.reconnect,
             inbox: self.inbox,
             state_dir: self.state_dir,
+            mode: self.mode,
         })
     }
 
@@ -175,6 +185,7 @@ impl fmt::Debug for ClientConfig {
             .field("reconnect", &self.reconnect)
             .field("inbox", &self.inbox)
             .field("state_dir", &self.state_dir)
+            .field("mode", &self.mode)
             .finish()
     }
 }
@@ -192,6 +203,7 @@ pub(crate) struct Target {
     pub(crate) reconnect: bool,
     pub(crate) inbox: bool,
     pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) mode: ClientMode,
 }
 
 fn invalid(why: String) -> ClientError {

@@ -4,8 +4,9 @@
 //!
 //! Owns: the table of callers waiting for answers, the outbox and the callers of each
 //! waiting message, the mapping of session events to [`Event`]s, what a new session needs
-//! (device, inbox position, outbox, presence to restore), the reconnect policy, network
-//! changes, [`SessionInfo`], and the goodbye. It may not parse frames or decide protocol
+//! (device, inbox position, outbox, presence to restore, mode, presence cache), the
+//! reconnect policy, network changes, [`SessionInfo`], when the presence cache is written
+//! to the state directory, and the goodbye. It may not parse frames or decide protocol
 //! questions (the session does), nor touch the application's side of the event queue
 //! (the client does).
 //!
@@ -32,6 +33,14 @@
 //! nothing is published; after a fresh session (the session truly ended and the gateway
 //! marked the presentity CLOSED) the last presence the gateway accepted is published
 //! again first thing.
+//!
+//! ## The presence cache
+//! The cache ([`crate::roster`]) outlives sessions: each new session states it in its
+//! `Have`, so a reconnect gets only what changed. With a state directory it is written
+//! there [`ROSTER_SAVE_DELAY`] after the first change not yet written (so a burst of
+//! batches costs one write), when a link ends, and when the driver stops (goodbye or
+//! drop; not after `abandon`, which is a crash). A cache written a little late is still
+//! valid: the gateway answers the older versions it lists with what changed since.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,20 +49,23 @@ use std::time::{Duration, Instant};
 
 use tern_wire::frame::ReqId;
 use tern_wire::limits::DEFAULT_FRAME_MAX;
-use tern_wire::{ErrorCode, Message, Presence, PresenceDoc, ReceiptStatus};
+use tern_wire::{ClientMode, ErrorCode, Message, Presence, PresenceDoc, ReceiptStatus, Version};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backoff::Backoff;
 use crate::client::{ConnectionState, Event, SendOutcome, SessionInfo};
 use crate::config::Target;
 use crate::error::ClientError;
-use crate::link::{Link, Op, Opening};
+use crate::link::{Link, Op, Opening, sleep_until};
 use crate::outbox::{OUTBOX_MAX, Outbox};
+use crate::roster::{self, SharedRoster};
 use crate::session::{Admitted, CloseReason, Reply, SessionEvent, check_message};
 use crate::state::{self, SharedState};
 
 /// A link that stayed up this long resets the reconnect backoff.
 pub(crate) const STABLE_LINK: Duration = Duration::from_secs(10);
+/// How long after its first unwritten change the presence cache is written.
+pub(crate) const ROSTER_SAVE_DELAY: Duration = Duration::from_secs(2);
 
 /// Where a request's answer goes.
 pub(crate) type Responder = oneshot::Sender<Result<Answer, ClientError>>;
@@ -64,6 +76,8 @@ pub(crate) enum Command {
     Request { op: Op, reply: Responder },
     /// The network changed: move the connection to a new socket.
     NetworkChanged,
+    /// The client's mode changed.
+    SetMode(ClientMode),
     /// Say goodbye and stop; `done` fires when the link is closed.
     Close { done: oneshot::Sender<()> },
 }
@@ -74,6 +88,8 @@ pub(crate) enum Answer {
     Done,
     Presence(PresenceDoc),
     Receipt(ReceiptStatus),
+    Unchanged,
+    Versioned(Version, PresenceDoc),
 }
 
 /// Who waits for the answer to a request.
@@ -101,6 +117,8 @@ pub(crate) struct Setup {
     pub(crate) presence: Option<Presence>,
     pub(crate) outbox: Outbox,
     pub(crate) info: Arc<Mutex<SessionInfo>>,
+    /// The presence cache, shared with the client (reads) and each session (changes).
+    pub(crate) roster: SharedRoster,
 }
 
 pub(crate) struct Driver {
@@ -121,6 +139,13 @@ pub(crate) struct Driver {
     frame_max: Option<u32>,
     body_max: Option<u32>,
     info: Arc<Mutex<SessionInfo>>,
+    /// The client's mode, as last set.
+    mode: ClientMode,
+    roster: SharedRoster,
+    /// The roster's generation last written to the state directory.
+    roster_saved: u64,
+    /// When the roster's unwritten changes are due to be written.
+    roster_save_at: Option<Instant>,
     /// The client said goodbye, or was dropped.
     closing: bool,
     done: Option<oneshot::Sender<()>>,
@@ -137,6 +162,7 @@ enum Offline<T> {
 
 impl Driver {
     pub(crate) fn new(setup: Setup) -> Self {
+        let mode = setup.target.mode;
         Self {
             target: setup.target,
             commands: setup.commands,
@@ -152,6 +178,11 @@ impl Driver {
             frame_max: None,
             body_max: None,
             info: setup.info,
+            mode,
+            // A roster loaded from the state directory starts at generation 0.
+            roster_saved: 0,
+            roster: setup.roster,
+            roster_save_at: None,
             closing: false,
             done: None,
         }
@@ -169,6 +200,7 @@ impl Driver {
             self.waiting.clear();
             self.outbox.link_lost();
             link.shutdown().await;
+            self.save_roster();
             if self.closing {
                 break;
             }
@@ -197,6 +229,7 @@ impl Driver {
             // a later process must not bring it back.
             self.forget_presence();
         }
+        self.save_roster();
         // The state directory (and its lock) goes before `close()` returns.
         self.state = None;
         if let Some(done) = self.done.take() {
@@ -249,8 +282,10 @@ impl Driver {
                 return reason.clone();
             }
             self.feed(link);
+            self.note_roster();
             tokio::select! {
                 command = self.commands.recv(), if !self.closing => self.on_command(link, command),
+                () = sleep_until(self.roster_save_at) => self.save_roster(),
                 changed = self.consumed.changed(), if self.consumed_open => match changed {
                     Ok(()) => {
                         if let Some(upto) = self.latest_consumed() {
@@ -269,6 +304,10 @@ impl Driver {
         match command {
             None => self.leave(link, None),
             Some(Command::Close { done }) => self.leave(link, Some(done)),
+            Some(Command::SetMode(mode)) => {
+                self.mode = mode;
+                link.set_mode(mode);
+            }
             Some(Command::NetworkChanged) => {
                 if let Err(e) = link.rebind() {
                     tracing::warn!(error = %e, "cannot move to a new socket; reconnecting");
@@ -434,6 +473,11 @@ impl Driver {
                     None => {}
                 },
                 SessionEvent::Notify(doc) => self.emit(Event::Presence(doc)),
+                SessionEvent::PresenceChanged(entry) => self.emit(Event::Presence(entry.doc)),
+                SessionEvent::SubscriptionEnded(entry) => {
+                    let presentity = entry.doc.presentity;
+                    self.emit(Event::SubscriptionEnded { presentity });
+                }
                 SessionEvent::Message { seq, message } => {
                     self.emit(Event::Message { seq, message });
                 }
@@ -452,7 +496,12 @@ impl Driver {
                 self.settle(id, Err(ClientError::Failed { code: code.0, text }));
             }
             // Unanswered: it goes again on the next session; its callers keep waiting.
-            Reply::TimedOut | Reply::Lost | Reply::Done | Reply::Presence(_) => {
+            Reply::TimedOut
+            | Reply::Lost
+            | Reply::Done
+            | Reply::Presence(_)
+            | Reply::Unchanged
+            | Reply::Versioned { .. } => {
                 self.outbox.unanswered(id);
             }
         }
@@ -497,6 +546,42 @@ impl Driver {
             consumed: self.latest_consumed(),
             frame_max: self.frame_max.unwrap_or(DEFAULT_FRAME_MAX),
             outbox: self.outbox.messages(),
+            mode: self.mode,
+            roster: Arc::clone(&self.roster),
+        }
+    }
+
+    /// Schedules the write of the roster's changes, if there are any and none is due.
+    fn note_roster(&mut self) {
+        if self.state.is_none() || self.roster_save_at.is_some() {
+            return;
+        }
+        if roster::lock(&self.roster).generation() != self.roster_saved {
+            self.roster_save_at = Some(Instant::now() + ROSTER_SAVE_DELAY);
+        }
+    }
+
+    /// Writes the roster to the state directory if it changed since it was last written.
+    /// A failure is logged: the cache kept there stays an older, still valid, one.
+    fn save_roster(&mut self) {
+        self.roster_save_at = None;
+        let Some(state) = &self.state else {
+            return;
+        };
+        let (generation, entries) = {
+            let roster = roster::lock(&self.roster);
+            if roster.generation() == self.roster_saved {
+                return;
+            }
+            let entries: Vec<_> = roster.entries().cloned().collect();
+            (roster.generation(), entries)
+        };
+        match state::lock(state).set_roster(&entries) {
+            Ok(()) => {
+                tracing::debug!(presentities = entries.len(), "presence cache written");
+                self.roster_saved = generation;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot keep the presence cache"),
         }
     }
 
@@ -527,6 +612,7 @@ impl Driver {
                         return Offline::NetworkChanged;
                     }
                     Some(Command::NetworkChanged) => {}
+                    Some(Command::SetMode(mode)) => self.mode = mode,
                     Some(Command::Request { op: Op::Send(message), reply }) => {
                         self.queue_message(None, message, reply);
                     }
@@ -595,6 +681,8 @@ fn answer(reply: Reply) -> Result<Answer, ClientError> {
         Reply::Done => Ok(Answer::Done),
         Reply::Presence(doc) => Ok(Answer::Presence(doc)),
         Reply::Receipt(status) => Ok(Answer::Receipt(status)),
+        Reply::Unchanged => Ok(Answer::Unchanged),
+        Reply::Versioned { version, doc } => Ok(Answer::Versioned(version, doc)),
         Reply::Failed { code, text } => Err(ClientError::Failed { code: code.0, text }),
         Reply::TimedOut => Err(ClientError::Timeout),
         Reply::Lost => Err(ClientError::closed(

@@ -4,8 +4,10 @@
 //! * [`session`]: the client side of a tern session as a sans-IO state machine (no tokio,
 //!   no quinn, no clock). It can be driven by any runtime, and by tests in virtual time.
 //! * The async API over tokio, quinn and rustls: [`Client::connect`] with a
-//!   [`ClientConfig`], requests (`publish`, `fetch`, `subscribe`, `unsubscribe`, `send`),
-//!   [`Client::next_event`] for pushes and connection changes, and [`Client::close`].
+//!   [`ClientConfig`], requests (`publish`, `fetch`, `fetch_if`, `subscribe`,
+//!   `unsubscribe`, `send`), [`Client::next_event`] for pushes and connection changes,
+//!   reads of the presence cache ([`Client::presence`], [`Client::roster`]),
+//!   [`Client::set_mode`], and [`Client::close`].
 //!
 //! Made for the worst links (phones on trains, satellite, NB-IoT):
 //! * **Resumable device sessions.** Every session opens with `Open`, naming a device
@@ -18,16 +20,26 @@
 //!   outbox, are sent right after `Open` on the next session in order with the same ids
 //!   (the gateway delivers each id once), and a receipt that comes after `send` gave up
 //!   waiting arrives as [`Event::Sent`].
-//! * **0-RTT** within a process: a reconnect sends `Open` and the outbox in its first
-//!   flight, before the handshake completes (only frames whose replay is harmless:
-//!   `Open`, `Send`, `Ack`; see [`session`]). [`SessionInfo::zero_rtt`] tells whether it
-//!   happened.
+//! * **0-RTT** within a process: a reconnect sends `Open`, `Have` and the outbox in its
+//!   first flight, before the handshake completes (only frames whose replay is harmless:
+//!   `Open`, `Have`, `Send`, `Ack`; see [`session`]). [`SessionInfo::zero_rtt`] tells
+//!   whether it happened.
 //! * **Connection migration**: [`Client::network_changed`] moves the connection to a new
 //!   UDP socket without a new handshake.
 //! * **A state directory** ([`ClientConfig::state_dir`]): the device id, what the
-//!   application has taken from the inbox, unanswered messages, the last presence and
-//!   QUIC address-validation tokens survive the process, so a restarted application
-//!   resumes its session and resends what was not answered.
+//!   application has taken from the inbox, unanswered messages, the last presence, the
+//!   presence cache and QUIC address-validation tokens survive the process, so a
+//!   restarted application resumes its session, resends what was not answered, and gets
+//!   only the presence that changed.
+//! * **Synchronised presence**: every session states the versions of the presence
+//!   documents it holds (`Have`, in the first flight); the gateway answers with what
+//!   changed since, as deltas, many presentities per batch, flushed according to the
+//!   client's mode ([`ClientConfig::mode`], [`Client::set_mode`]: foreground,
+//!   background, sleepy). Each batch is checked (a checksum over the states it leads to)
+//!   and a client that lost track says again what it holds. The cache ([`roster`])
+//!   answers [`Client::presence`] without a round trip; [`Event::Presence`] reports each
+//!   change. [`Client::fetch_if`] polls one presentity for a few bytes when it did not
+//!   change.
 //!
 //! ## Delivery guarantee
 //! Inbox items (messages, late receipts) are shown **at least once**: an item is
@@ -44,9 +56,11 @@
 //!
 //! Module map (each owns one thing): `config` (configuration, TLS and QUIC settings),
 //! `link` (one QUIC connection: handshake with 0-RTT, migration, the byte pump),
-//! `driver` (the background task: commands, events, outbox, reconnects), `outbox` (the
-//! waiting messages, pure), `state` (the state directory and its files), `backoff`
-//! (reconnect delays), `client` (the public handle), `error` ([`ClientError`]).
+//! `driver` (the background task: commands, events, outbox, reconnects, when the
+//! presence cache is written), `outbox` (the waiting messages, pure), [`roster`] (the
+//! presence cache and how batches change it, pure), `state` (the state directory and its
+//! files), `backoff` (reconnect delays), `client` (the public handle), `error`
+//! ([`ClientError`]).
 //!
 //! ```no_run
 //! # async fn demo(ca_pem: Vec<u8>) -> Result<(), tern_client::ClientError> {
@@ -64,9 +78,12 @@
 //! println!("resumed: {}", client.session_info().resumed);
 //! let doc = client.subscribe("bob@example.com".into()).await?;
 //! println!("bob is open: {}", doc.presence.is_open());
+//! // The app goes to the background: presence changes may wait (and batch up).
+//! client.set_mode(tern_client::ClientMode::INACTIVE);
 //! client.send("bob@example.com".into(), b"hi".to_vec(), None).await?;
 //! while let Some(event) = client.next_event().await {
 //!     match event {
+//!         Event::Presence(doc) => println!("{} is open: {}", doc.presentity, doc.presence.is_open()),
 //!         Event::Message { message, .. } => println!("message from {}", message.from),
 //!         Event::Sent(outcome) => println!("{:?} is {:?}", outcome.id, outcome.status),
 //!         _ => {}
@@ -82,16 +99,18 @@ mod driver;
 mod error;
 mod link;
 mod outbox;
+pub mod roster;
 pub mod session;
 mod state;
 
 pub use client::{
-    Client, ConnectionState, Event, MESSAGE_ID_LEN, SendOutcome, SessionInfo, ZeroRtt,
+    Client, ConnectionState, Event, FetchIf, MESSAGE_ID_LEN, SendOutcome, SessionInfo, ZeroRtt,
     new_message_id,
 };
 pub use config::{ClientConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_REQUEST_TIMEOUT};
 pub use error::ClientError;
+pub use roster::CachedPresence;
 pub use tern_wire::{
-    Availability, Basic, CardField, CardKind, ErrorCode, Ext, Incoming, LateReceipt, Message,
-    Presence, PresenceDoc, ReceiptStatus, Tuple,
+    Availability, Basic, CardField, CardKind, ClientMode, ErrorCode, Ext, Incoming, LateReceipt,
+    Message, Presence, PresenceDoc, ReceiptStatus, Slot, Tuple, Version,
 };

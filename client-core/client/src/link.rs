@@ -10,8 +10,8 @@
 //! (the driver does).
 //!
 //! ## Opening a session
-//! [`Link::establish`] connects and writes `Open` followed by every message of the
-//! outbox, in order. With a session ticket from an earlier connection of the same
+//! [`Link::establish`] connects and writes `Open` and `Have` followed by every message
+//! of the outbox, in order. With a session ticket from an earlier connection of the same
 //! client (the rustls configuration is shared), that first flight is 0-RTT data: it
 //! leaves before the handshake completes. The session holds back every frame that is not
 //! replay-safe until the handshake is confirmed. If the gateway rejects the early data,
@@ -30,11 +30,12 @@ use quinn::{
 use tern_wire::codec::{self, CodecError, FrameBuf};
 use tern_wire::frame::ReqId;
 use tern_wire::limits::FRAME_MAX;
-use tern_wire::{Down, ErrorCode, Message};
+use tern_wire::{ClientMode, Down, ErrorCode, Message, Version};
 
 use crate::client::ZeroRtt;
 use crate::config::Target;
 use crate::error::{ClientError, handshake_error, link_lost};
+use crate::roster::SharedRoster;
 use crate::session::{CloseReason, Session, SessionConfig, down_name, up_name};
 
 /// Bytes read from the stream at a time.
@@ -50,6 +51,7 @@ const CLOSE_DRAIN: Duration = Duration::from_millis(500);
 pub(crate) enum Op {
     Publish(tern_wire::Presence),
     Fetch(String),
+    FetchIf(String, Version),
     Subscribe(String),
     Unsubscribe(String),
     Send(Message),
@@ -65,8 +67,13 @@ pub(crate) struct Opening {
     pub(crate) consumed: Option<u64>,
     /// The gateway's frame limit as last announced.
     pub(crate) frame_max: u32,
-    /// Messages waiting for their receipt, sent right after `Open`, in this order.
+    /// Messages waiting for their receipt, sent right after `Open` and `Have`, in this
+    /// order.
     pub(crate) outbox: Vec<Message>,
+    /// The client's mode, stated in `Have`.
+    pub(crate) mode: ClientMode,
+    /// The presence cache, stated in `Have` and kept up to date by the session.
+    pub(crate) roster: SharedRoster,
 }
 
 /// One connection and its session.
@@ -219,6 +226,8 @@ impl Link {
                 inbox: target.inbox,
                 early_data,
                 frame_max: opening.frame_max,
+                mode: opening.mode,
+                roster: opening.roster.clone(),
             },
         );
         let mut resent = Vec::with_capacity(opening.outbox.len());
@@ -288,12 +297,19 @@ impl Link {
         let req = match op {
             Op::Publish(presence) => s.publish(now, presence),
             Op::Fetch(target) => s.fetch(now, target),
+            Op::FetchIf(target, version) => s.fetch_if(now, target, version),
             Op::Subscribe(target) => s.subscribe(now, target),
             Op::Unsubscribe(target) => s.unsubscribe(now, target),
             Op::Send(msg) => s.send(now, msg),
         }?;
         self.flush();
         Ok(req)
+    }
+
+    /// The client's mode changed: tells the gateway.
+    pub(crate) fn set_mode(&mut self, mode: ClientMode) {
+        self.session.set_mode(mode);
+        self.flush();
     }
 
     /// Waits for one unit of progress (bytes read, bytes written or a deadline) and feeds
@@ -415,7 +431,8 @@ fn unspecified(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Resolves at `deadline`, or never.
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,

@@ -5,7 +5,8 @@
 //! the matching of every response to its request (by kind, so a `Receipt` answering a
 //! `Fetch` is a protocol violation), request and handshake deadlines, pushes turned into
 //! [`SessionEvent`]s, duplicate inbox items, the cumulative `Ack`, the goodbye, and which
-//! frames may travel as QUIC 0-RTT early data.
+//! frames may travel as QUIC 0-RTT early data; and the session's side of presence
+//! synchronisation (see below; the cache itself is [`crate::roster`]'s).
 //!
 //! It may not touch sockets, tasks, QUIC, TLS, clocks or randomness: the caller hands it
 //! `now` and what happened, and takes back frames to send, events and the next deadline
@@ -13,8 +14,8 @@
 //! length-delimited framing on the stream belongs to the runtime.
 //!
 //! ## How to drive it
-//! 1. [`Session::new`] queues `Open`. Messages may be sent ([`Session::send`]) at once,
-//!    before `Opened`: they follow `Open` in the same flight (the gateway handles frames
+//! 1. [`Session::new`] queues `Open` and `Have`. Messages may be sent ([`Session::send`])
+//!    at once, before `Opened`: they follow in the same flight (the gateway handles frames
 //!    in order, and de-duplicates messages by id). Other requests wait for `Opened`.
 //! 2. Feed inputs as they happen: [`Session::handle_frame`] for each decoded frame,
 //!    [`Session::handle_timeout`] when the instant from [`Session::poll_timeout`] is
@@ -31,9 +32,10 @@
 //! A session created with [`SessionConfig::early_data`] is written as QUIC 0-RTT data,
 //! which an attacker can record and replay. Until [`Session::handle_confirmed`],
 //! [`Session::poll_transmit`] hands out only frames whose replay does no harm: `Open`,
-//! `Send` (the gateway accepts each message id once) and `Ack` (cumulative). The first
-//! other frame (`Publish`, `Fetch`, `Subscribe`, `Unsubscribe`, `Bye`) stops the queue
-//! there, so frames still leave in the order they were queued. If the gateway rejects the
+//! `Have` (it only reads), `Send` (the gateway accepts each message id once) and `Ack`
+//! (cumulative). The first other frame (`Publish`, `Fetch`, `FetchIf`, `Subscribe`,
+//! `Unsubscribe`, `Mode`, `Bye`) stops the queue there, so frames still leave in the
+//! order they were queued; `Applied` waits for the confirmation too. If the gateway rejects the
 //! early data, the stream is gone: the runtime starts a new session on a new stream.
 //!
 //! ## Inbox items and acknowledgement
@@ -47,6 +49,29 @@
 //! application and delivered in this session (the gateway only accepts
 //! acknowledgements of what it sent to the session). What the application took in
 //! earlier sessions travels in `Open.inbox_seen` instead.
+//!
+//! ## Presence synchronisation
+//! Every session opens with [`Open::SYNC`]: presence comes as batches of changes against
+//! a cache ([`crate::roster`], shared with the runtime through [`SessionConfig::roster`])
+//! instead of one document per change.
+//! * `Have` (the cache's state vector and the client's mode) follows `Open` in the first
+//!   flight; it is read-only, so it may travel as 0-RTT data. The gateway answers
+//!   `Synced`.
+//! * `Batch` and `Synced` are applied to the cache all or nothing;
+//!   [`SessionEvent::PresenceChanged`] and [`SessionEvent::SubscriptionEnded`] report
+//!   each presentity whose state really changed.
+//! * A batch that does not apply (the client lost track) drops its slots from the cache
+//!   and sends a new `Have` with what is left; batches that arrive before its `Synced`
+//!   were made for the old state and are discarded. After [`MAX_RESYNCS`] answers in a
+//!   row that do not apply either, the session stops asking (it logs an error) and the
+//!   next session starts over.
+//! * `Applied` acknowledges every batch received (applied or discarded), cumulative and
+//!   coalesced like `Ack`: at most one per drain of [`Session::poll_transmit`]. It waits
+//!   for the handshake's confirmation.
+//! * `Subscribed` puts the slot in the cache; the `Ok` to an `Unsubscribe` drops it.
+//!   [`Session::set_mode`] sends `Mode` (and is remembered for later `Have`s).
+//! * `Notify` and `Presence` from a gateway or session without synchronisation are still
+//!   surfaced ([`SessionEvent::Notify`], [`Reply::Presence`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -56,12 +81,22 @@ use tern_wire::codec;
 use tern_wire::frame::{Opened, ReqId, Welcome};
 use tern_wire::limits::MSG_ID_MAX;
 use tern_wire::{
-    Down, ErrorCode, InboxItem, Incoming, LateReceipt, Message, Open, Presence, PresenceDoc,
-    ReceiptStatus, Up, VERSION,
+    Batch, ClientMode, Down, ErrorCode, Have, InboxItem, Incoming, LateReceipt, Message, Open,
+    Presence, PresenceDoc, ReceiptStatus, Up, VERSION, Version,
 };
+
+use crate::roster::{self, CachedPresence, RosterChange, SharedRoster};
 
 /// How long a goodbye waits for the gateway to end the session before giving up.
 pub const BYE_LINGER: Duration = Duration::from_secs(2);
+
+/// Answers to `Have` in a row that may fail to apply before the session stops asking.
+pub const MAX_RESYNCS: u32 = 3;
+
+/// Encoded size of a `Have` without its entries, at most (tag, request id, mode, count).
+const HAVE_OVERHEAD: usize = 16;
+/// Encoded size of one `Held`, at most (two varints).
+const HELD_MAX_SIZE: usize = 15;
 
 /// What a session needs to open.
 #[derive(Clone)]
@@ -90,6 +125,11 @@ pub struct SessionConfig {
     /// [`tern_wire::limits::DEFAULT_FRAME_MAX`]: the limit of messages sent before
     /// `Opened` announces this session's.
     pub frame_max: u32,
+    /// The client's mode, sent in `Have` (foreground, background, sleepy).
+    pub mode: ClientMode,
+    /// The presence cache: what `Have` lists, and what batches change. It outlives the
+    /// session (the next one states it in its `Have`).
+    pub roster: SharedRoster,
 }
 
 impl fmt::Debug for SessionConfig {
@@ -103,6 +143,8 @@ impl fmt::Debug for SessionConfig {
             .field("inbox", &self.inbox)
             .field("early_data", &self.early_data)
             .field("frame_max", &self.frame_max)
+            .field("mode", &self.mode)
+            .field("presentities", &roster::lock(&self.roster).len())
             .finish()
     }
 }
@@ -178,8 +220,15 @@ pub enum SessionEvent {
         /// The answer.
         reply: Reply,
     },
-    /// A subscribed presentity's presence changed, or the gateway restates it.
+    /// A subscribed presentity's presence changed, or the gateway restates it (from a
+    /// gateway that does not synchronise presence).
     Notify(PresenceDoc),
+    /// A batch changed a cached presentity's state (or brought a new one): this is the
+    /// new state, already in the cache.
+    PresenceChanged(CachedPresence),
+    /// A subscription ended (on another device of the principal, or by the gateway); this
+    /// was its last state, now gone from the cache.
+    SubscriptionEnded(CachedPresence),
     /// An instant message from the inbox. Take it, then [`Session::ack`] its `seq`.
     Message {
         /// Position in the principal's inbox log.
@@ -204,8 +253,17 @@ pub enum SessionEvent {
 pub enum Reply {
     /// `Ok`: a `Publish` or `Unsubscribe` succeeded.
     Done,
-    /// The document answering a `Fetch` or `Subscribe`.
+    /// The document answering a `Fetch` or `Subscribe` (`Subscribed` is cached first).
     Presence(PresenceDoc),
+    /// `Ok` to a `FetchIf`: the version given is current.
+    Unchanged,
+    /// `Versioned` to a `FetchIf`: the current document and its version.
+    Versioned {
+        /// The document's version.
+        version: Version,
+        /// The document.
+        doc: PresenceDoc,
+    },
     /// The receipt answering a `Send`.
     Receipt(ReceiptStatus),
     /// `Fail`: the gateway refused the request; nothing was changed.
@@ -305,9 +363,13 @@ pub fn is_transient(code: ErrorCode) -> bool {
     ) || code.name().is_none()
 }
 
-/// Whether a frame may travel as 0-RTT data: replaying it does no harm.
+/// Whether a frame may travel as 0-RTT data: replaying it does no harm (`Have` only
+/// reads).
 pub fn is_replay_safe(frame: &Up) -> bool {
-    matches!(frame, Up::Open(_) | Up::Send { .. } | Up::Ack { .. })
+    matches!(
+        frame,
+        Up::Open(_) | Up::Send { .. } | Up::Ack { .. } | Up::Have(_)
+    )
 }
 
 /// Why a command was refused; nothing was queued.
@@ -382,12 +444,31 @@ enum Kind {
     Subscribe,
     Unsubscribe,
     Send,
+    FetchIf,
 }
 
 struct Pending {
     kind: Kind,
     /// `None` for a `Send`: it waits as long as the session lives (see [`Session::send`]).
     deadline: Option<Instant>,
+    /// The presentity of an `Unsubscribe`, dropped from the cache on success.
+    target: Option<String>,
+}
+
+/// The session's side of presence synchronisation.
+struct Sync {
+    roster: SharedRoster,
+    mode: ClientMode,
+    /// The `Have` whose `Synced` is awaited: batches until then are discarded.
+    awaiting: Option<ReqId>,
+    /// Answers to `Have` in a row that did not apply.
+    failures: u32,
+    /// The gateway refused `Have`, or too many answers did not apply: no more `Have`.
+    stopped: bool,
+    /// Number of the last batch received on this session.
+    received: Option<u32>,
+    /// Number of the last `Applied` handed out.
+    applied: Option<u32>,
 }
 
 enum State {
@@ -431,6 +512,7 @@ pub struct Session {
     consumed: Option<u64>,
     /// Highest sequence number acknowledged in this session.
     acked: Option<u64>,
+    sync: Sync,
 }
 
 impl fmt::Debug for Session {
@@ -449,22 +531,26 @@ impl fmt::Debug for Session {
             .field("delivered", &self.delivered)
             .field("consumed", &self.consumed)
             .field("acked", &self.acked)
+            .field("mode", &self.sync.mode)
+            .field("awaiting_synced", &self.sync.awaiting)
             .finish_non_exhaustive()
     }
 }
 
 impl Session {
-    /// A new session; its first frame, `Open`, is ready in [`Self::poll_transmit`].
+    /// A new session; its first frames, `Open` and `Have`, are ready in
+    /// [`Self::poll_transmit`].
     pub fn new(now: Instant, config: SessionConfig) -> Self {
+        let inbox = if config.inbox { Open::INBOX } else { 0 };
         let open = Open {
             version: VERSION,
             user: config.user,
             token: config.token,
             device: config.device,
             inbox_seen: config.consumed.unwrap_or(0),
-            flags: if config.inbox { Open::INBOX } else { 0 },
+            flags: inbox | Open::SYNC,
         };
-        Self {
+        let mut session = Self {
             state: State::Greeting {
                 open: Some(open),
                 deadline: now + config.request_timeout,
@@ -480,7 +566,18 @@ impl Session {
             delivered: None,
             consumed: config.consumed,
             acked: None,
-        }
+            sync: Sync {
+                roster: config.roster,
+                mode: config.mode,
+                awaiting: None,
+                failures: 0,
+                stopped: false,
+                received: None,
+                applied: None,
+            },
+        };
+        session.queue_have();
+        session
     }
 
     /// The gateway's answer to `Open`, once the session is open (also while leaving).
@@ -521,6 +618,21 @@ impl Session {
         self.pending.len()
     }
 
+    /// The client's mode, as last set.
+    pub fn mode(&self) -> ClientMode {
+        self.sync.mode
+    }
+
+    /// The presence cache this session keeps.
+    pub fn roster(&self) -> &SharedRoster {
+        &self.sync.roster
+    }
+
+    /// Whether a `Have` waits for its `Synced` (batches are discarded meanwhile).
+    pub fn awaiting_sync(&self) -> bool {
+        self.sync.awaiting.is_some()
+    }
+
     // ----- inputs -----
 
     /// A frame arrived from the gateway.
@@ -545,6 +657,7 @@ impl Session {
             (State::Leaving { .. }, Down::Close { .. }) => self.finish(CloseReason::Goodbye),
             (_, Down::Close { code, text }) => self.finish(CloseReason::Gateway { code, text }),
             (_, Down::Notify { doc }) => self.events.push_back(SessionEvent::Notify(doc)),
+            (_, Down::Batch(batch)) => self.batch(batch, false),
             (_, Down::Deliver { seq, item }) => self.deliver(seq, item),
             (_, answer) => self.answer(answer),
         }
@@ -605,10 +718,17 @@ impl Session {
                 Some(open) => Some(Up::Open(open)),
                 None => self.next_request(),
             },
-            State::Open { .. } => self.next_ack().or_else(|| self.next_request()),
+            State::Open { .. } => self
+                .next_ack()
+                .or_else(|| self.next_applied())
+                .or_else(|| self.next_request()),
             State::Leaving { bye_sent: true, .. } | State::Closed { .. } => None,
             State::Leaving { .. } => {
-                if let Some(frame) = self.next_ack().or_else(|| self.next_request()) {
+                let next = self
+                    .next_ack()
+                    .or_else(|| self.next_applied())
+                    .or_else(|| self.next_request());
+                if let Some(frame) = next {
                     return Some(frame);
                 }
                 if !self.outgoing.is_empty() || !self.confirmed {
@@ -652,17 +772,63 @@ impl Session {
         self.request(now, Kind::Fetch, |req| Up::Fetch { req, target })
     }
 
-    /// Subscribes to a presentity: its document now, `Notify` on every change.
+    /// Fetches a presentity's presence if its version is not `version` (0: whatever it
+    /// is): [`Reply::Unchanged`] or [`Reply::Versioned`].
+    pub fn fetch_if(
+        &mut self,
+        now: Instant,
+        target: String,
+        version: Version,
+    ) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::FetchIf, |req| Up::FetchIf {
+            req,
+            target,
+            version,
+        })
+    }
+
+    /// Subscribes to a presentity: its document now (cached with its slot), then its
+    /// changes in batches.
     pub fn subscribe(&mut self, now: Instant, target: String) -> Result<ReqId, CommandError> {
         self.request(now, Kind::Subscribe, |req| Up::Subscribe { req, target })
     }
 
-    /// Ends a subscription.
+    /// Ends a subscription; once the gateway agrees, the presentity leaves the cache.
     pub fn unsubscribe(&mut self, now: Instant, target: String) -> Result<ReqId, CommandError> {
-        self.request(now, Kind::Unsubscribe, |req| Up::Unsubscribe {
+        let req = self.request(now, Kind::Unsubscribe, |req| Up::Unsubscribe {
             req,
-            target,
-        })
+            target: target.clone(),
+        })?;
+        if let Some(pending) = self.pending.get_mut(&req) {
+            pending.target = Some(target);
+        }
+        Ok(req)
+    }
+
+    /// The client's mode changed (foreground, background, sleepy): `Mode` goes to the
+    /// gateway (unless the session is ending), and later `Have`s carry it. Setting the
+    /// mode it already has is not a no-op: like any frame, `Mode` makes the gateway send
+    /// the presence changes it holds back, which is how a sleepy device asks for them.
+    pub fn set_mode(&mut self, mode: ClientMode) {
+        self.sync.mode = mode;
+        if !matches!(self.state, State::Greeting { .. } | State::Open { .. }) {
+            return;
+        }
+        // A `Have` still queued carries the mode itself; a `Mode` still queued is replaced.
+        for frame in self.outgoing.iter_mut().rev() {
+            match frame {
+                Up::Have(have) => {
+                    have.mode = mode;
+                    return;
+                }
+                Up::Mode { mode: queued } => {
+                    *queued = mode;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.outgoing.push_back(Up::Mode { mode });
     }
 
     /// Sends an instant message; the reply is its receipt. Allowed before `Opened`: the
@@ -746,7 +912,13 @@ impl Session {
         }
         self.next_req = req.wrapping_add(1).max(1);
         let deadline = (kind != Kind::Send).then(|| now + self.request_timeout);
-        self.pending.insert(req, Pending { kind, deadline });
+        let target = None;
+        let pending = Pending {
+            kind,
+            deadline,
+            target,
+        };
+        self.pending.insert(req, pending);
         self.outgoing.push_back(frame);
         Ok(req)
     }
@@ -763,7 +935,7 @@ impl Session {
     /// The next request id not in use: small, increasing, never 0, wrapping past `u32::MAX`.
     fn free_req(&self) -> ReqId {
         let mut req = self.next_req;
-        while self.pending.contains_key(&req) {
+        while self.pending.contains_key(&req) || self.sync.awaiting == Some(req) {
             req = req.wrapping_add(1).max(1);
         }
         req
@@ -773,6 +945,15 @@ impl Session {
         let Some(req) = frame.req() else {
             return self.violation(format!("unexpected {}", down_name(&frame)));
         };
+        if self.sync.awaiting == Some(req) {
+            return self.have_answered(frame);
+        }
+        if let Down::Synced { batch, .. } = frame {
+            // The answer to a `Have` superseded since: acknowledged, not applied.
+            tracing::debug!(req, seq = batch.seq, "stale Synced discarded");
+            self.sync.received = Some(batch.seq);
+            return;
+        }
         let Some(pending) = self.pending.remove(&req) else {
             // Most likely the answer to a request that timed out here.
             tracing::debug!(
@@ -784,8 +965,27 @@ impl Session {
         };
         let reply = match (pending.kind, frame) {
             (_, Down::Fail { code, text, .. }) => Reply::Failed { code, text },
-            (Kind::Publish | Kind::Unsubscribe, Down::Ok { .. }) => Reply::Done,
+            (Kind::Publish, Down::Ok { .. }) => Reply::Done,
+            (Kind::Unsubscribe, Down::Ok { .. }) => {
+                if let Some(target) = &pending.target {
+                    roster::lock(&self.sync.roster).unsubscribed(target);
+                }
+                Reply::Done
+            }
             (Kind::Fetch | Kind::Subscribe, Down::Presence { doc, .. }) => Reply::Presence(doc),
+            (
+                Kind::Subscribe,
+                Down::Subscribed {
+                    slot, version, doc, ..
+                },
+            ) => {
+                roster::lock(&self.sync.roster).subscribed(slot, version, doc.clone());
+                Reply::Presence(doc)
+            }
+            (Kind::FetchIf, Down::Ok { .. }) => Reply::Unchanged,
+            (Kind::FetchIf, Down::Versioned { version, doc, .. }) => {
+                Reply::Versioned { version, doc }
+            }
             (Kind::Send, Down::Receipt { status, .. }) => Reply::Receipt(status),
             (kind, other) => {
                 // The request is answered, wrongly: it is failed with the rest below.
@@ -815,6 +1015,92 @@ impl Session {
             InboxItem::Message(message) => SessionEvent::Message { seq, message },
             InboxItem::Receipt(receipt) => SessionEvent::Receipt { seq, receipt },
         });
+    }
+
+    /// Queues a `Have` stating what the cache holds (within the frame limit), unless the
+    /// session stopped synchronising or is ending.
+    fn queue_have(&mut self) {
+        let frame_max = match &self.state {
+            State::Greeting { frame_max, .. } => *frame_max,
+            State::Open { admitted } => admitted.frame_max(),
+            State::Leaving { .. } | State::Closed { .. } => return,
+        };
+        if self.sync.stopped {
+            return;
+        }
+        let room = (frame_max as usize).saturating_sub(HAVE_OVERHEAD) / HELD_MAX_SIZE;
+        let held = roster::lock(&self.sync.roster).have(room);
+        let req = self.free_req();
+        self.next_req = req.wrapping_add(1).max(1);
+        self.sync.awaiting = Some(req);
+        let mode = self.sync.mode;
+        tracing::debug!(req, held = held.len(), "Have");
+        self.outgoing.push_back(Up::Have(Have { req, mode, held }));
+    }
+
+    /// The answer to the awaited `Have`.
+    fn have_answered(&mut self, frame: Down) {
+        self.sync.awaiting = None;
+        match frame {
+            Down::Synced { batch, .. } => self.batch(batch, true),
+            Down::Fail { code, text, .. } => {
+                tracing::warn!(%code, %text, "the gateway does not synchronise presence");
+                self.sync.stopped = true;
+            }
+            other => {
+                let text = format!("{} answers Have", down_name(&other));
+                self.violation(text);
+            }
+        }
+    }
+
+    /// A batch arrived (`synced`: the answer to the awaited `Have`).
+    fn batch(&mut self, batch: Batch, synced: bool) {
+        self.sync.received = Some(batch.seq);
+        if !synced && self.sync.awaiting.is_some() {
+            tracing::trace!(seq = batch.seq, "batch made for the old state discarded");
+            return;
+        }
+        let result = roster::lock(&self.sync.roster).apply(&batch, synced);
+        match result {
+            Ok(changes) => {
+                if synced {
+                    self.sync.failures = 0;
+                }
+                for change in changes {
+                    self.events.push_back(match change {
+                        RosterChange::Changed(entry) => SessionEvent::PresenceChanged(entry),
+                        RosterChange::Ended(entry) => SessionEvent::SubscriptionEnded(entry),
+                    });
+                }
+            }
+            Err(lost) => {
+                if synced {
+                    self.sync.failures += 1;
+                }
+                if self.sync.failures >= MAX_RESYNCS {
+                    tracing::error!(%lost, seq = batch.seq, "presence batches keep failing to apply; no more resynchronisation in this session");
+                    self.sync.stopped = true;
+                    return;
+                }
+                tracing::warn!(%lost, seq = batch.seq, "lost track of presence; resynchronising");
+                self.queue_have();
+            }
+        }
+    }
+
+    /// The `Applied` due now, if any: the last batch received (once the handshake is
+    /// confirmed).
+    fn next_applied(&mut self) -> Option<Up> {
+        if !self.confirmed {
+            return None;
+        }
+        let batch = self.sync.received?;
+        if self.sync.applied == Some(batch) {
+            return None;
+        }
+        self.sync.applied = Some(batch);
+        Some(Up::Applied { batch })
     }
 
     /// The `Ack` due now, if any: the highest item both taken and delivered here.
@@ -861,6 +1147,10 @@ pub fn down_name(frame: &Down) -> &'static str {
         Down::Deliver { .. } => "Deliver",
         Down::Close { .. } => "Close",
         Down::Opened(_) => "Opened",
+        Down::Batch(_) => "Batch",
+        Down::Synced { .. } => "Synced",
+        Down::Subscribed { .. } => "Subscribed",
+        Down::Versioned { .. } => "Versioned",
     }
 }
 
@@ -876,18 +1166,27 @@ pub fn up_name(frame: &Up) -> &'static str {
         Up::Ack { .. } => "Ack",
         Up::Bye => "Bye",
         Up::Open(_) => "Open",
+        Up::Have(_) => "Have",
+        Up::Mode { .. } => "Mode",
+        Up::Applied { .. } => "Applied",
+        Up::FetchIf { .. } => "FetchIf",
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tern_wire::{Basic, Tuple};
+    use crate::roster::Roster;
+    use std::sync::{Arc, Mutex};
+    use tern_wire::delta::Check;
+    use tern_wire::{Basic, Change, Held, Tuple};
 
     const TIMEOUT: Duration = Duration::from_secs(10);
 
     fn config() -> SessionConfig {
         SessionConfig {
+            mode: ClientMode::ACTIVE,
+            roster: Arc::new(Mutex::new(Roster::new())),
             user: "alice@example.com".into(),
             token: "secret".into(),
             device: vec![0xde; 16],
@@ -963,12 +1262,29 @@ mod tests {
         })
     }
 
-    /// A session past `Opened`, with `Open` and the `Opened` event drained.
+    /// A session past `Opened` and the `Synced` to its `Have` (an empty batch, number
+    /// 1), with `Open`, `Have`, `Applied` and the `Opened` event drained.
     fn open(now: Instant) -> Session {
-        let mut s = Session::new(now, config());
+        open_with(now, config())
+    }
+
+    fn open_with(now: Instant, config: SessionConfig) -> Session {
+        let mut s = Session::new(now, config);
         assert!(matches!(s.poll_transmit(), Some(Up::Open(_))));
+        let Some(Up::Have(have)) = s.poll_transmit() else {
+            panic!("Have follows Open");
+        };
         s.handle_frame(now, Down::Opened(opened(false)));
         assert!(matches!(s.poll_event(), Some(SessionEvent::Opened(_))));
+        let batch = Batch {
+            seq: 1,
+            time: TIME,
+            check: Check::new().finish(),
+            changes: vec![],
+        };
+        let req = have.req;
+        s.handle_frame(now, Down::Synced { req, batch });
+        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 1 }]);
         s
     }
 
@@ -978,6 +1294,19 @@ mod tests {
 
     fn events(s: &mut Session) -> Vec<SessionEvent> {
         std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    const TIME: u64 = 1_700_000_000;
+
+    fn have(req: ReqId, held: &[(u32, u64)]) -> Up {
+        Up::Have(Have {
+            req,
+            mode: ClientMode::ACTIVE,
+            held: held
+                .iter()
+                .map(|&(slot, version)| Held { slot, version })
+                .collect(),
+        })
     }
 
     fn the_open(inbox_seen: u64, flags: u8) -> Up {
@@ -995,7 +1324,10 @@ mod tests {
     fn open_goes_first_and_requests_other_than_send_wait_for_opened() {
         let now = Instant::now();
         let mut s = Session::new(now, config());
-        assert_eq!(transmit(&mut s), vec![the_open(0, Open::INBOX)]);
+        assert_eq!(
+            transmit(&mut s),
+            vec![the_open(0, Open::INBOX | Open::SYNC), have(1, &[])]
+        );
         assert_eq!(
             s.fetch(now, "bob@example.com".into()),
             Err(CommandError::NotOpen)
@@ -1025,7 +1357,10 @@ mod tests {
                 ..config()
             },
         );
-        assert_eq!(transmit(&mut s), vec![the_open(41, 0)]);
+        assert_eq!(
+            transmit(&mut s),
+            vec![the_open(41, Open::SYNC), have(1, &[])]
+        );
     }
 
     #[test]
@@ -1052,10 +1387,11 @@ mod tests {
         let now = Instant::now();
         let mut s = Session::new(now, config());
         let reqs: Vec<ReqId> = (1..=3).map(|i| s.send(now, message(i)).unwrap()).collect();
-        assert_eq!(reqs, vec![1, 2, 3]);
+        assert_eq!(reqs, vec![2, 3, 4], "1 is the Have's");
         let frames = transmit(&mut s);
-        assert_eq!(frames[0], the_open(0, Open::INBOX));
-        let resent: Vec<(ReqId, Vec<u8>)> = frames[1..]
+        assert_eq!(frames[0], the_open(0, Open::INBOX | Open::SYNC));
+        assert_eq!(frames[1], have(1, &[]));
+        let resent: Vec<(ReqId, Vec<u8>)> = frames[2..]
             .iter()
             .map(|f| match f {
                 Up::Send { req, msg } => (*req, msg.id.clone()),
@@ -1064,13 +1400,13 @@ mod tests {
             .collect();
         assert_eq!(
             resent,
-            vec![(1, vec![1; 16]), (2, vec![2; 16]), (3, vec![3; 16])]
+            vec![(2, vec![1; 16]), (3, vec![2; 16]), (4, vec![3; 16])]
         );
         s.handle_frame(now, Down::Opened(opened(true)));
         s.handle_frame(
             now,
             Down::Receipt {
-                req: 2,
+                req: 3,
                 status: ReceiptStatus::Stored,
             },
         );
@@ -1078,7 +1414,7 @@ mod tests {
         assert_eq!(
             evs[1],
             SessionEvent::Reply {
-                req: 2,
+                req: 3,
                 reply: Reply::Receipt(ReceiptStatus::Stored)
             }
         );
@@ -1101,7 +1437,7 @@ mod tests {
             s.send(now, big),
             Err(CommandError::FrameTooLarge { max: 64, .. })
         ));
-        assert_eq!(s.send(now, message(2)), Ok(1));
+        assert_eq!(s.send(now, message(2)), Ok(2));
     }
 
     #[test]
@@ -1117,7 +1453,7 @@ mod tests {
         );
         assert!(!s.is_confirmed());
         s.send(now, message(1)).unwrap();
-        assert_eq!(transmit(&mut s).len(), 2, "Open and Send");
+        assert_eq!(transmit(&mut s).len(), 3, "Open, Have and Send");
         // The gateway answers before the client has confirmed the handshake.
         s.handle_frame(now, Down::Opened(opened(false)));
         events(&mut s);
@@ -1279,10 +1615,10 @@ mod tests {
         let fetch = s.fetch(now, "bob@example.com".into()).unwrap();
         let send = s.send(now, message(7)).unwrap();
         let unsub = s.unsubscribe(now, "bob@example.com".into()).unwrap();
-        assert_eq!((publish, fetch, send, unsub), (1, 2, 3, 4));
+        assert_eq!((publish, fetch, send, unsub), (2, 3, 4, 5));
         assert_eq!(s.pending_requests(), 4);
         let sent: Vec<_> = transmit(&mut s).iter().map(Up::req).collect();
-        assert_eq!(sent, vec![Some(1), Some(2), Some(3), Some(4)]);
+        assert_eq!(sent, vec![Some(2), Some(3), Some(4), Some(5)]);
 
         // Answers may come in any order.
         let status = ReceiptStatus::Stored;
@@ -1318,7 +1654,7 @@ mod tests {
             ]
         );
         assert_eq!(s.pending_requests(), 0);
-        assert_eq!(s.subscribe(now, "carol@example.com".into()), Ok(5));
+        assert_eq!(s.subscribe(now, "carol@example.com".into()), Ok(6));
     }
 
     #[test]
@@ -1728,7 +2064,7 @@ mod tests {
         assert_eq!(s.pending_requests(), 0);
         assert_eq!(
             s.fetch(now, "bob@example.com".into()),
-            Ok(1),
+            Ok(2),
             "no id was used up"
         );
     }
@@ -1791,5 +2127,695 @@ mod tests {
         let s = Session::new(Instant::now(), config());
         let shown = format!("{s:?}");
         assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    // ----- presence synchronisation -----
+
+    const BOB: &str = "bob@example.com";
+    const CAROL: &str = "carol@example.com";
+
+    fn noted(note: &str) -> Presence {
+        Presence {
+            tuples: vec![Tuple {
+                id: "phone".into(),
+                basic: Basic::Open,
+                availability: None,
+                contact: None,
+                note: Some(note.into()),
+                at: None,
+                ext: vec![],
+            }],
+            card: vec![],
+        }
+    }
+
+    fn full(slot: u32, version: u64, name: Option<&str>, note: &str) -> Change {
+        Change::Full {
+            slot,
+            version,
+            age: 0,
+            name: name.map(Into::into),
+            presence: noted(note),
+        }
+    }
+
+    fn delta(slot: u32, version: u64, back: u32, from: &str, to: &str) -> Change {
+        let ops = tern_wire::delta::diff(&noted(from), &noted(to)).expect("a delta");
+        Change::Delta {
+            slot,
+            version,
+            back,
+            age: 0,
+            ops,
+        }
+    }
+
+    /// A batch whose checksum is the gateway's for these resulting states (one per Full
+    /// or Delta, in order; Gone changes need none).
+    fn sealed(seq: u32, changes: Vec<Change>, states: &[(u32, &str, u64, &str)]) -> Batch {
+        let mut check = Check::new();
+        let mut states = states.iter();
+        for change in &changes {
+            match change {
+                Change::Gone { slot } => check.gone(*slot),
+                _ => {
+                    let (slot, name, version, note) = states.next().expect("a state per change");
+                    check.state(*slot, name, *version, &noted(note));
+                }
+            }
+        }
+        Batch {
+            seq,
+            time: TIME,
+            check: check.finish(),
+            changes,
+        }
+    }
+
+    fn entry(slot: u32, version: u64, name: &str, note: &str) -> CachedPresence {
+        CachedPresence {
+            slot,
+            version,
+            doc: PresenceDoc {
+                presentity: name.into(),
+                updated: TIME * 1000,
+                presence: noted(note),
+            },
+        }
+    }
+
+    fn held_of(s: &Session) -> Vec<(u32, u64)> {
+        roster::lock(s.roster())
+            .entries()
+            .map(|e| (e.slot, e.version))
+            .collect()
+    }
+
+    /// A session that opened and synced bob (slot 1, version 3, "a") and carol (slot 2,
+    /// version 1, "x"); the events and frames so far drained.
+    fn synced_with_bob_and_carol(now: Instant) -> Session {
+        let mut s = open(now);
+        let b = sealed(
+            2,
+            vec![full(1, 3, Some(BOB), "a"), full(2, 1, Some(CAROL), "x")],
+            &[(1, BOB, 3, "a"), (2, CAROL, 1, "x")],
+        );
+        s.handle_frame(now, Down::Batch(b));
+        assert_eq!(events(&mut s).len(), 2);
+        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 2 }]);
+        s
+    }
+
+    fn changed(s: &mut Session) -> Vec<String> {
+        events(s)
+            .into_iter()
+            .map(|e| match e {
+                SessionEvent::PresenceChanged(e) => format!("{}@{}", e.doc.presentity, e.version),
+                SessionEvent::SubscriptionEnded(e) => format!("-{}", e.doc.presentity),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_flight_states_the_cache_and_may_be_early_data() {
+        let now = Instant::now();
+        let roster = Arc::new(Mutex::new(Roster::from_entries([
+            entry(2, 1, CAROL, "x"),
+            entry(1, 3, BOB, "a"),
+        ])));
+        let mut s = Session::new(
+            now,
+            SessionConfig {
+                early_data: true,
+                mode: ClientMode::SLEEPY,
+                roster,
+                ..config()
+            },
+        );
+        s.send(now, message(1)).unwrap();
+        let frames = transmit(&mut s);
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert_eq!(frames[0], the_open(0, Open::INBOX | Open::SYNC));
+        assert_eq!(
+            frames[1],
+            Up::Have(Have {
+                req: 1,
+                mode: ClientMode::SLEEPY,
+                held: vec![
+                    Held {
+                        slot: 1,
+                        version: 3
+                    },
+                    Held {
+                        slot: 2,
+                        version: 1
+                    }
+                ],
+            })
+        );
+        assert!(is_replay_safe(&frames[1]));
+        assert!(matches!(frames[2], Up::Send { req: 2, .. }));
+        assert!(s.awaiting_sync());
+    }
+
+    #[test]
+    fn full_documents_deltas_and_ends_change_the_cache_and_are_reported() {
+        let now = Instant::now();
+        let mut s = synced_with_bob_and_carol(now);
+        let b = sealed(
+            3,
+            vec![delta(1, 4, 1, "a", "b"), Change::Gone { slot: 2 }],
+            &[(1, BOB, 4, "b")],
+        );
+        s.handle_frame(now, Down::Batch(b));
+        assert_eq!(
+            changed(&mut s),
+            vec!["bob@example.com@4", "-carol@example.com"]
+        );
+        assert_eq!(held_of(&s), vec![(1, 4)]);
+        let bob = roster::lock(s.roster()).get(BOB).cloned().unwrap();
+        assert_eq!(bob.doc.presence, noted("b"));
+        assert_eq!(bob.doc.updated, TIME * 1000);
+
+        // An unnamed whole document for a held slot, at version 0 (never published).
+        let b = sealed(4, vec![full(1, 0, None, "c")], &[(1, BOB, 0, "c")]);
+        s.handle_frame(now, Down::Batch(b));
+        assert_eq!(changed(&mut s), vec!["bob@example.com@0"]);
+        assert_eq!(roster::lock(s.roster()).get(BOB).unwrap().doc.updated, 0);
+    }
+
+    #[test]
+    fn applied_is_coalesced_per_burst_and_covers_every_batch() {
+        let now = Instant::now();
+        let mut s = synced_with_bob_and_carol(now);
+        for (seq, version, from, to) in [(3, 4, "a", "b"), (4, 5, "b", "c"), (5, 6, "c", "d")] {
+            let b = sealed(
+                seq,
+                vec![delta(1, version, 1, from, to)],
+                &[(1, BOB, version, to)],
+            );
+            s.handle_frame(now, Down::Batch(b));
+        }
+        assert_eq!(changed(&mut s).len(), 3);
+        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 5 }]);
+        assert!(transmit(&mut s).is_empty(), "never repeated");
+        // An empty batch is acknowledged too.
+        s.handle_frame(now, Down::Batch(sealed(6, vec![], &[])));
+        assert!(events(&mut s).is_empty());
+        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 6 }]);
+    }
+
+    #[test]
+    fn applied_waits_for_the_handshake() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            now,
+            SessionConfig {
+                early_data: true,
+                ..config()
+            },
+        );
+        let frames = transmit(&mut s);
+        let Up::Have(Have { req, .. }) = frames[1] else {
+            panic!("{frames:?}");
+        };
+        s.handle_frame(now, Down::Opened(opened(false)));
+        let b = sealed(1, vec![full(1, 3, Some(BOB), "a")], &[(1, BOB, 3, "a")]);
+        s.handle_frame(now, Down::Synced { req, batch: b });
+        assert!(transmit(&mut s).is_empty());
+        s.handle_confirmed(now);
+        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 1 }]);
+        assert_eq!(held_of(&s), vec![(1, 3)]);
+    }
+
+    #[test]
+    fn a_checksum_mismatch_resyncs_with_what_is_left_and_discards_until_synced() {
+        let now = Instant::now();
+        let mut s = synced_with_bob_and_carol(now);
+        let mut b = sealed(3, vec![full(1, 4, None, "b")], &[(1, BOB, 4, "b")]);
+        b.check[0] ^= 0xff;
+        s.handle_frame(now, Down::Batch(b));
+        assert!(events(&mut s).is_empty());
+        assert_eq!(held_of(&s), vec![(2, 1)], "bob's slot is dropped");
+        assert!(s.awaiting_sync());
+        let frames = transmit(&mut s);
+        assert_eq!(frames, vec![Up::Applied { batch: 3 }, have(2, &[(2, 1)])]);
+
+        // Made for the old state: discarded, but acknowledged.
+        let stale = sealed(4, vec![delta(2, 2, 1, "x", "y")], &[(2, CAROL, 2, "y")]);
+        s.handle_frame(now, Down::Batch(stale));
+        assert!(events(&mut s).is_empty());
+        assert_eq!(held_of(&s), vec![(2, 1)]);
+        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 4 }]);
+
+        // The answer: bob whole (with his name), carol's change as a delta.
+        let synced = sealed(
+            5,
+            vec![full(1, 4, Some(BOB), "b"), delta(2, 2, 1, "x", "y")],
+            &[(1, BOB, 4, "b"), (2, CAROL, 2, "y")],
+        );
+        s.handle_frame(
+            now,
+            Down::Synced {
+                req: 2,
+                batch: synced,
+            },
+        );
+        assert_eq!(
+            changed(&mut s),
+            vec!["bob@example.com@4", "carol@example.com@2"]
+        );
+        assert!(!s.awaiting_sync());
+        assert_eq!(held_of(&s), vec![(1, 4), (2, 2)]);
+        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 5 }]);
+    }
+
+    #[test]
+    fn a_delta_from_another_base_resyncs_and_an_unmentioned_slot_has_ended() {
+        let now = Instant::now();
+        let mut s = synced_with_bob_and_carol(now);
+        let b = sealed(
+            3,
+            vec![delta(1, 5, 1, "a", "b"), delta(2, 2, 1, "x", "y")],
+            &[(1, BOB, 5, "b"), (2, CAROL, 2, "y")],
+        );
+        s.handle_frame(now, Down::Batch(b));
+        assert_eq!(held_of(&s), vec![], "every slot of the batch is dropped");
+        let frames = transmit(&mut s);
+        assert_eq!(frames[1], have(2, &[]));
+        // Bob is restated as he was: nothing to report; carol is not mentioned: her
+        // subscription ended meanwhile.
+        let synced = sealed(4, vec![full(1, 3, Some(BOB), "a")], &[(1, BOB, 3, "a")]);
+        s.handle_frame(
+            now,
+            Down::Synced {
+                req: 2,
+                batch: synced,
+            },
+        );
+        assert_eq!(changed(&mut s), vec!["-carol@example.com"]);
+        assert_eq!(held_of(&s), vec![(1, 3)]);
+    }
+
+    #[test]
+    fn unknown_slots_and_bad_deltas_resync() {
+        let now = Instant::now();
+        for bad in [
+            full(9, 1, None, "a"),
+            delta(9, 2, 1, "a", "b"),
+            Change::Delta {
+                slot: 1,
+                version: 4,
+                back: 1,
+                age: 0,
+                ops: vec![tern_wire::delta::Op::Remove { i: 3 }],
+            },
+        ] {
+            let mut s = synced_with_bob_and_carol(now);
+            let b = Batch {
+                seq: 3,
+                time: TIME,
+                check: [0; 4],
+                changes: vec![bad.clone()],
+            };
+            s.handle_frame(now, Down::Batch(b));
+            assert!(s.awaiting_sync(), "{bad:?}");
+            assert!(s.is_open());
+            assert!(events(&mut s).is_empty());
+        }
+    }
+
+    #[test]
+    fn answers_that_keep_failing_stop_the_resyncs() {
+        let now = Instant::now();
+        let mut s = synced_with_bob_and_carol(now);
+        let mut seq = 3;
+        let bad = |seq| {
+            let mut b = sealed(
+                seq,
+                vec![full(2, 5, Some(CAROL), "z")],
+                &[(2, CAROL, 5, "z")],
+            );
+            b.check = [1, 2, 3, 4];
+            b
+        };
+        s.handle_frame(now, Down::Batch(bad(seq)));
+        for _ in 0..MAX_RESYNCS {
+            let have = transmit(&mut s)
+                .into_iter()
+                .find_map(|f| match f {
+                    Up::Have(have) => Some(have),
+                    _ => None,
+                })
+                .expect("a Have");
+            seq += 1;
+            s.handle_frame(
+                now,
+                Down::Synced {
+                    req: have.req,
+                    batch: bad(seq),
+                },
+            );
+        }
+        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: seq }]);
+        assert!(!s.awaiting_sync());
+        assert!(s.is_open());
+        // Batches still apply when they do.
+        let b = sealed(seq + 1, vec![delta(1, 4, 1, "a", "b")], &[(1, BOB, 4, "b")]);
+        s.handle_frame(now, Down::Batch(b));
+        assert_eq!(changed(&mut s), vec!["bob@example.com@4"]);
+    }
+
+    #[test]
+    fn a_refused_have_stops_synchronising_but_not_the_session() {
+        let now = Instant::now();
+        let mut s = Session::new(now, config());
+        transmit(&mut s);
+        s.handle_frame(now, Down::Opened(opened(false)));
+        let text = String::from("no SYNC here");
+        s.handle_frame(
+            now,
+            Down::Fail {
+                req: 1,
+                code: ErrorCode::PROTOCOL,
+                text,
+            },
+        );
+        assert!(!s.awaiting_sync());
+        assert!(s.is_open());
+        assert_eq!(events(&mut s).len(), 1, "only Opened");
+        s.handle_frame(now, Down::Notify { doc: doc(BOB) });
+        assert_eq!(events(&mut s), vec![SessionEvent::Notify(doc(BOB))]);
+    }
+
+    #[test]
+    fn subscribed_and_unsubscribed_presentities_enter_and_leave_the_cache() {
+        let now = Instant::now();
+        let mut s = synced_with_bob_and_carol(now);
+        let req = s.subscribe(now, "dave@example.com".into()).unwrap();
+        let dave = PresenceDoc {
+            presentity: "dave@example.com".into(),
+            updated: 77,
+            presence: noted("d"),
+        };
+        s.handle_frame(
+            now,
+            Down::Subscribed {
+                req,
+                slot: 7,
+                version: 2,
+                doc: dave.clone(),
+            },
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Reply {
+                req,
+                reply: Reply::Presence(dave.clone())
+            }]
+        );
+        assert_eq!(held_of(&s), vec![(1, 3), (2, 1), (7, 2)]);
+        let b = sealed(
+            3,
+            vec![delta(7, 3, 1, "d", "e")],
+            &[(7, "dave@example.com", 3, "e")],
+        );
+        s.handle_frame(now, Down::Batch(b));
+        assert_eq!(changed(&mut s), vec!["dave@example.com@3"]);
+
+        let req = s.unsubscribe(now, CAROL.into()).unwrap();
+        s.handle_frame(now, Down::Ok { req });
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Reply {
+                req,
+                reply: Reply::Done
+            }]
+        );
+        assert_eq!(held_of(&s), vec![(1, 3), (7, 3)]);
+        // A refused unsubscribe keeps the cache as it is.
+        let req = s.unsubscribe(now, BOB.into()).unwrap();
+        let text = String::from("no");
+        s.handle_frame(
+            now,
+            Down::Fail {
+                req,
+                code: ErrorCode::REFUSED,
+                text,
+            },
+        );
+        assert_eq!(held_of(&s), vec![(1, 3), (7, 3)]);
+        // A legacy answer to Subscribe is passed on, not cached.
+        let req = s.subscribe(now, "erin@example.com".into()).unwrap();
+        let doc = doc("erin@example.com");
+        s.handle_frame(now, Down::Presence { req, doc });
+        assert_eq!(held_of(&s), vec![(1, 3), (7, 3)]);
+    }
+
+    #[test]
+    fn fetch_if_answers_unchanged_or_the_new_version() {
+        let now = Instant::now();
+        let mut s = open(now);
+        let first = s.fetch_if(now, BOB.into(), 3).unwrap();
+        let second = s.fetch_if(now, BOB.into(), 0).unwrap();
+        assert_eq!(
+            transmit(&mut s),
+            vec![
+                Up::FetchIf {
+                    req: first,
+                    target: BOB.into(),
+                    version: 3
+                },
+                Up::FetchIf {
+                    req: second,
+                    target: BOB.into(),
+                    version: 0
+                },
+            ]
+        );
+        s.handle_frame(now, Down::Ok { req: first });
+        let version = 4;
+        s.handle_frame(
+            now,
+            Down::Versioned {
+                req: second,
+                version,
+                doc: doc(BOB),
+            },
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![
+                SessionEvent::Reply {
+                    req: first,
+                    reply: Reply::Unchanged
+                },
+                SessionEvent::Reply {
+                    req: second,
+                    reply: Reply::Versioned {
+                        version,
+                        doc: doc(BOB)
+                    }
+                },
+            ]
+        );
+        // A `Presence` does not answer a `FetchIf`.
+        let req = s.fetch_if(now, BOB.into(), 3).unwrap();
+        s.handle_frame(now, Down::Presence { req, doc: doc(BOB) });
+        assert!(matches!(
+            s.close_reason(),
+            Some(CloseReason::Protocol { .. })
+        ));
+    }
+
+    #[test]
+    fn the_mode_goes_in_the_queued_have_then_in_mode_frames_and_later_haves() {
+        let now = Instant::now();
+        let mut s = Session::new(now, config());
+        s.set_mode(ClientMode::INACTIVE);
+        let frames = transmit(&mut s);
+        assert!(
+            matches!(&frames[1], Up::Have(h) if h.mode == ClientMode::INACTIVE),
+            "{frames:?}"
+        );
+        s.handle_frame(now, Down::Opened(opened(false)));
+        s.set_mode(ClientMode::SLEEPY);
+        s.set_mode(ClientMode::ACTIVE);
+        assert_eq!(
+            transmit(&mut s),
+            vec![Up::Mode {
+                mode: ClientMode::ACTIVE
+            }],
+            "coalesced"
+        );
+        s.set_mode(ClientMode::ACTIVE);
+        assert_eq!(
+            transmit(&mut s),
+            vec![Up::Mode {
+                mode: ClientMode::ACTIVE
+            }],
+            "the same mode again asks for held-back changes"
+        );
+        s.set_mode(ClientMode::SLEEPY);
+        assert_eq!(s.mode(), ClientMode::SLEEPY);
+        transmit(&mut s);
+        // A resync's Have carries the current mode.
+        s.handle_frame(
+            now,
+            Down::Synced {
+                req: 1,
+                batch: sealed(1, vec![], &[]),
+            },
+        );
+        let mut bad = sealed(2, vec![], &[]);
+        bad.check = [9; 4];
+        s.handle_frame(now, Down::Batch(bad));
+        let frames = transmit(&mut s);
+        assert!(
+            frames
+                .iter()
+                .any(|f| matches!(f, Up::Have(h) if h.mode == ClientMode::SLEEPY)),
+            "{frames:?}"
+        );
+        s.close(now);
+        s.set_mode(ClientMode::ACTIVE);
+        assert!(
+            !transmit(&mut s)
+                .iter()
+                .any(|f| matches!(f, Up::Mode { .. })),
+            "no Mode while leaving"
+        );
+    }
+
+    #[test]
+    fn a_have_over_the_frame_limit_lists_what_fits() {
+        let now = Instant::now();
+        let roster =
+            Arc::new(Mutex::new(Roster::from_entries((1..=100).map(|slot| {
+                entry(slot, u64::MAX, &format!("u{slot}@example.com"), "a")
+            }))));
+        let mut s = Session::new(
+            now,
+            SessionConfig {
+                frame_max: 256,
+                roster,
+                ..config()
+            },
+        );
+        let frames = transmit(&mut s);
+        let Up::Have(have) = &frames[1] else {
+            panic!("{frames:?}");
+        };
+        assert!(codec::body_size(&frames[1]) <= 256);
+        assert!(!have.held.is_empty() && have.held.len() < 100);
+        assert_eq!(held_of(&s).len(), have.held.len());
+    }
+
+    #[test]
+    fn batches_are_discarded_until_the_first_synced() {
+        let now = Instant::now();
+        let roster = Arc::new(Mutex::new(Roster::from_entries([entry(1, 3, BOB, "a")])));
+        let mut s = Session::new(now, SessionConfig { roster, ..config() });
+        transmit(&mut s);
+        s.handle_frame(now, Down::Opened(opened(true)));
+        events(&mut s);
+        let early = sealed(1, vec![delta(1, 4, 1, "a", "b")], &[(1, BOB, 4, "b")]);
+        s.handle_frame(now, Down::Batch(early));
+        assert!(events(&mut s).is_empty());
+        assert_eq!(held_of(&s), vec![(1, 3)]);
+        let synced = sealed(2, vec![delta(1, 5, 2, "a", "c")], &[(1, BOB, 5, "c")]);
+        s.handle_frame(
+            now,
+            Down::Synced {
+                req: 1,
+                batch: synced,
+            },
+        );
+        assert_eq!(changed(&mut s), vec!["bob@example.com@5"]);
+        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 2 }]);
+        // A Synced answering no Have awaited is ignored (but acknowledged).
+        let stray = sealed(3, vec![full(1, 9, None, "z")], &[(1, BOB, 9, "z")]);
+        s.handle_frame(
+            now,
+            Down::Synced {
+                req: 99,
+                batch: stray,
+            },
+        );
+        assert!(events(&mut s).is_empty());
+        assert_eq!(held_of(&s), vec![(1, 5)]);
+        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 3 }]);
+    }
+
+    #[test]
+    fn arbitrary_batches_never_panic_and_keep_the_cache_consistent() {
+        use tern_wire::delta::{Field, Op};
+        let now = Instant::now();
+        let mut s = synced_with_bob_and_carol(now);
+        // A small deterministic generator (xorshift): no dependency, reproducible.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n.max(1)
+        };
+        for seq in 3..2000u32 {
+            let mut changes = Vec::new();
+            for _ in 0..next(4) {
+                let slot = next(5) as u32;
+                let version = next(8);
+                changes.push(match next(4) {
+                    0 => full(slot, version, None, "n"),
+                    1 => full(slot, version, Some(BOB), "m"),
+                    2 => Change::Gone { slot },
+                    _ => Change::Delta {
+                        slot,
+                        version,
+                        back: next(3) as u32,
+                        age: next(u64::from(u32::MAX)) as u32,
+                        ops: (0..next(4))
+                            .map(|_| match next(4) {
+                                0 => Op::Remove { i: next(3) as u8 },
+                                1 => Op::Insert {
+                                    i: next(3) as u8,
+                                    tuple: noted("i").tuples[0].clone(),
+                                },
+                                2 => Op::Set {
+                                    i: next(3) as u8,
+                                    field: Field::Note(None),
+                                },
+                                _ => Op::Card(vec![]),
+                            })
+                            .collect(),
+                    },
+                });
+            }
+            let batch = Batch {
+                seq,
+                time: next(u64::MAX),
+                check: [next(256) as u8, 0, 0, 0],
+                changes,
+            };
+            if s.awaiting_sync() && next(2) == 0 {
+                let req = transmit(&mut s)
+                    .into_iter()
+                    .find_map(|f| match f {
+                        Up::Have(have) => Some(have.req),
+                        _ => None,
+                    })
+                    .unwrap_or(1);
+                s.handle_frame(now, Down::Synced { req, batch });
+            } else {
+                s.handle_frame(now, Down::Batch(batch));
+            }
+            events(&mut s);
+            assert!(s.is_open());
+            let roster = roster::lock(s.roster());
+            for e in roster.entries() {
+                assert!(roster.get(&e.doc.presentity).is_some(), "{e:?}");
+            }
+        }
     }
 }

@@ -16,6 +16,9 @@
 //!                             "tokens":[{"server":"example.com","token":"<hex>"}]}
 //! <dir>/outbox/<id hex>.json {"format":1,"seq":3,"id":"<hex>","to":"bob@example.com",
 //!                             "reply_to":null,"content_type":null,"body":"<hex>"}
+//! <dir>/presence.json        {"format":1,"entries":[{"slot":3,"version":17,"doc":
+//!                             {"presentity":"bob@example.com","updated":1700000000000,
+//!                              "presence":{"tuples":[..],"card":[..]}}}]}
 //! ```
 //! * `device`: 16 random bytes chosen when the directory is first used; sent in every
 //!   `Open` so that the gateway resumes the device's session.
@@ -27,6 +30,13 @@
 //! * `tokens`: QUIC address-validation tokens from NEW_TOKEN frames (single use).
 //! * `outbox/`: one file per message accepted by `send` and not answered yet; `seq` is
 //!   the order of acceptance, in which they are sent again.
+//! * `presence.json`: the presence cache ([`crate::roster`]), in slot order: each
+//!   subscription's slot, the version of its presentity's document and the document. The
+//!   next session's `Have` lists the slots and versions, so the gateway sends only what
+//!   changed since. It is a cache: any consistent snapshot is valid, however old, so it
+//!   is written after changes at most every few seconds and when a link ends (see the
+//!   driver), not on every batch. A missing, unreadable or newer file is an empty cache
+//!   (logged), never an error: the gateway then sends every document whole.
 //!
 //! Every file is replaced atomically: written to `<name>.tmp`, flushed to disk
 //! (`fsync`), renamed over the old one, and the directory synced. A crash leaves the old
@@ -68,9 +78,12 @@ use tern_wire::limits::MSG_ID_MAX;
 use tern_wire::{Message, Presence};
 
 use crate::error::ClientError;
+use crate::roster::CachedPresence;
 
 /// The file holding the device's identity and small state.
 pub(crate) const STATE_FILE: &str = "state.json";
+/// The file holding the presence cache.
+pub(crate) const PRESENCE_FILE: &str = "presence.json";
 /// The directory holding one file per waiting message.
 pub(crate) const OUTBOX_DIR: &str = "outbox";
 /// The lock file.
@@ -122,6 +135,8 @@ pub(crate) struct Saved {
     pub(crate) presence: Option<Presence>,
     /// Waiting messages with their order numbers, oldest first.
     pub(crate) outbox: Vec<(u64, Message)>,
+    /// The presence cache, in slot order.
+    pub(crate) roster: Vec<CachedPresence>,
 }
 
 /// An open, locked state directory and the current content of its `state.json`.
@@ -173,6 +188,18 @@ struct OutgoingRecord {
     body: Vec<u8>,
 }
 
+#[derive(Debug, Deserialize)]
+struct PresenceRecord {
+    entries: Vec<CachedPresence>,
+}
+
+/// [`PresenceRecord`] as it is written, without copying the entries.
+#[derive(Serialize)]
+struct PresenceOut<'a> {
+    format: u32,
+    entries: &'a [CachedPresence],
+}
+
 /// The first field of every file, read before the rest.
 #[derive(Deserialize)]
 struct Header {
@@ -216,6 +243,7 @@ impl StateDir {
             inbox_seen: (record.inbox_seen > 0).then_some(record.inbox_seen),
             presence: record.presence.clone(),
             outbox,
+            roster: load_presence(&dir.join(PRESENCE_FILE)),
         };
         let state = Self {
             dir: dir.to_path_buf(),
@@ -240,6 +268,18 @@ impl StateDir {
         }
         let presence = presence.cloned();
         self.save_with(|r| r.presence = presence)
+    }
+
+    /// Replaces the presence cache kept for the next process.
+    pub(crate) fn set_roster(&mut self, entries: &[CachedPresence]) -> Result<(), StateError> {
+        let record = PresenceOut {
+            format: FORMAT,
+            entries,
+        };
+        // Compact: the cache may hold hundreds of documents.
+        let mut bytes = serde_json::to_vec(&record).unwrap_or_default();
+        bytes.push(b'\n');
+        write_atomically(&self.dir.join(PRESENCE_FILE), &bytes)
     }
 
     /// Keeps a message accepted for sending, as number `seq` in the order.
@@ -426,6 +466,31 @@ fn parse_outgoing(path: &Path) -> Result<(u64, Message), StateError> {
     Ok((r.seq, message))
 }
 
+/// The presence cache an earlier process kept; empty (and logged) if there is none or it
+/// cannot be used: it is only a cache.
+fn load_presence(path: &Path) -> Vec<CachedPresence> {
+    // A write that never finished: the file itself is the old version or missing.
+    let _ = fs::remove_file(path.with_extension("tmp"));
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the presence cache; starting without it");
+            return Vec::new();
+        }
+    };
+    let parsed = check_format(path, &bytes).and_then(|()| {
+        serde_json::from_slice::<PresenceRecord>(&bytes).map_err(|e| corrupt(path, e))
+    });
+    match parsed {
+        Ok(record) => record.entries,
+        Err(e) => {
+            tracing::warn!(error = %e, "the presence cache is unusable; starting without it");
+            Vec::new()
+        }
+    }
+}
+
 fn corrupt(path: &Path, e: serde_json::Error) -> StateError {
     StateError::Corrupt {
         path: path.to_path_buf(),
@@ -438,7 +503,8 @@ fn outgoing_path(dir: &Path, id: &[u8]) -> PathBuf {
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    // These records hold strings, numbers and options only: serialising cannot fail.
+    // These records hold strings, numbers, lists and options only: serialising cannot
+    // fail.
     let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
     bytes.push(b'\n');
     bytes
@@ -536,8 +602,11 @@ mod hex_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::roster::Roster;
+    use crate::session::{Session, SessionConfig};
     use quinn::TokenStore;
-    use tern_wire::{Basic, Tuple};
+    use std::time::{Duration, Instant};
+    use tern_wire::{Basic, ClientMode, Held, PresenceDoc, Tuple, Up};
 
     const ALICE: &str = "alice@example.com";
 
@@ -697,5 +766,105 @@ mod tests {
         let (_state, _) = StateDir::open(dir.path(), ALICE).unwrap();
         let text = fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
         assert!(text.contains("example.org"), "{text}");
+    }
+
+    fn cached() -> Vec<CachedPresence> {
+        vec![
+            CachedPresence {
+                slot: 1,
+                version: 3,
+                doc: PresenceDoc {
+                    presentity: "bob@example.com".into(),
+                    updated: 1_700_000_000_000,
+                    presence: presence(),
+                },
+            },
+            CachedPresence {
+                slot: 4,
+                version: 0,
+                doc: PresenceDoc {
+                    presentity: "carol@example.com".into(),
+                    updated: 0,
+                    presence: Presence::default(),
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn the_presence_cache_survives_a_restart_and_the_next_have_lists_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut state, saved) = StateDir::open(dir.path(), ALICE).unwrap();
+        assert!(saved.roster.is_empty());
+        state.set_roster(&cached()).unwrap();
+        drop(state);
+        let text = fs::read_to_string(dir.path().join(PRESENCE_FILE)).unwrap();
+        assert!(
+            text.starts_with(r#"{"format":1,"entries":[{"slot":1,"version":3,"doc":"#),
+            "{text}"
+        );
+
+        let (_state, saved) = StateDir::open(dir.path(), ALICE).unwrap();
+        assert_eq!(saved.roster, cached());
+        let roster = Arc::new(Mutex::new(Roster::from_entries(saved.roster)));
+        let mut session = Session::new(
+            Instant::now(),
+            SessionConfig {
+                user: ALICE.into(),
+                token: "t".into(),
+                device: saved.device,
+                request_timeout: Duration::from_secs(1),
+                consumed: saved.inbox_seen,
+                inbox: true,
+                early_data: false,
+                frame_max: 4096,
+                mode: ClientMode::ACTIVE,
+                roster,
+            },
+        );
+        assert!(matches!(session.poll_transmit(), Some(Up::Open(_))));
+        let Some(Up::Have(have)) = session.poll_transmit() else {
+            panic!("Have follows Open");
+        };
+        let held = vec![
+            Held {
+                slot: 1,
+                version: 3,
+            },
+            Held {
+                slot: 4,
+                version: 0,
+            },
+        ];
+        assert_eq!(have.held, held);
+    }
+
+    #[test]
+    fn an_unusable_presence_cache_is_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut state, _) = StateDir::open(dir.path(), ALICE).unwrap();
+        state.set_roster(&cached()).unwrap();
+        drop(state);
+        let path = dir.path().join(PRESENCE_FILE);
+        let good = fs::read(&path).unwrap();
+        for bad in [
+            &b""[..],
+            b"\x00\xff garbage",
+            &good[..good.len() / 2],
+            b"{\"format\":1}",
+            b"{\"format\":1,\"entries\":[{\"slot\":-1}]}",
+            b"{\"format\":2,\"entries\":[]}",
+        ] {
+            fs::write(&path, bad).unwrap();
+            let (_state, saved) = StateDir::open(dir.path(), ALICE).unwrap();
+            assert!(saved.roster.is_empty());
+        }
+        // A write interrupted by a crash leaves the old file, and a leftover that goes.
+        fs::write(&path, &good).unwrap();
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, b"{\"format\":1,\"entr").unwrap();
+        let (_state, saved) = StateDir::open(dir.path(), ALICE).unwrap();
+        assert_eq!(saved.roster, cached());
+        assert!(!tmp.exists());
     }
 }

@@ -1,7 +1,8 @@
 //! Loopback tests of the async client against a small scripted gateway (quinn + tern-wire
 //! on 127.0.0.1). They prove the runtime's adapters: TLS trust and ALPN, framing on the
 //! session stream, request matching, inbox acknowledgement, reconnection and goodbye,
-//! 0-RTT (accepted and rejected), the offline queue and the state directory. The real
+//! 0-RTT (accepted and rejected), the offline queue, the state directory, and presence
+//! synchronisation (`Have`, batches, `Applied`, `Mode`, `FetchIf`, the kept cache). The real
 //! gateway's behaviour is tested elsewhere (`tests/`); this one only follows the protocol.
 
 use std::net::SocketAddr;
@@ -12,13 +13,14 @@ use std::time::Duration;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use tern_client::{
-    Basic, Client, ClientConfig, ClientError, ConnectionState, ErrorCode, Event, Message, Presence,
-    PresenceDoc, ReceiptStatus, SendOutcome, Tuple, ZeroRtt,
+    Basic, Client, ClientConfig, ClientError, ClientMode, ConnectionState, ErrorCode, Event,
+    FetchIf, Message, Presence, PresenceDoc, ReceiptStatus, SendOutcome, Tuple, ZeroRtt,
 };
 use tern_wire::codec::{self, FrameBuf};
+use tern_wire::delta::Check;
 use tern_wire::frame::{Opened, Welcome};
 use tern_wire::limits::FRAME_MAX;
-use tern_wire::{Down, InboxItem, Incoming, Up};
+use tern_wire::{Batch, Change, Down, Held, InboxItem, Incoming, Open, Up};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -181,6 +183,41 @@ fn doc(who: &str) -> PresenceDoc {
     }
 }
 
+/// The slot the scripted gateway gives a presentity: stable across sessions.
+fn slot_of(target: &str) -> u32 {
+    target.bytes().map(u32::from).sum()
+}
+
+/// The version of every document the scripted gateway hands out, and what a `FetchIf`
+/// with it is answered `Ok` for.
+const VERSION: u64 = 7;
+
+/// "changing@example.com" moves to this version, with this note, right after it is
+/// subscribed to.
+const CHANGED: u64 = 8;
+
+fn changed_doc(who: &str) -> Presence {
+    let mut presence = doc(who).presence;
+    presence.tuples[0].note = Some("changed".into());
+    presence
+}
+
+/// A batch with one change, sealed with the checksum of the state it leads to.
+fn batch_of(seq: u32, change: Change, name: &str, presence: &Presence) -> Batch {
+    let mut check = Check::new();
+    let version = match &change {
+        Change::Full { version, .. } | Change::Delta { version, .. } => *version,
+        Change::Gone { .. } => 0,
+    };
+    check.state(change.slot(), name, version, presence);
+    Batch {
+        seq,
+        time: 1_700_000_000,
+        check: check.finish(),
+        changes: vec![change],
+    }
+}
+
 fn item(seq: u64) -> InboxItem {
     InboxItem::Message(Incoming {
         id: vec![seq as u8; 16],
@@ -213,6 +250,10 @@ async fn session(
     };
     let mut frames = FrameBuf::new(FRAME_MAX);
     let mut buf = vec![0; 4096];
+    // Presence synchronisation: whether the session opened with SYNC, and the number of
+    // the last batch sent.
+    let mut syncs = false;
+    let mut batches = 0u32;
     loop {
         let frame: Up = loop {
             match frames.next_frame() {
@@ -229,6 +270,7 @@ async fn session(
         let mut out = Vec::new();
         match frame {
             Up::Open(open) if open.token == "good" => {
+                syncs = open.syncs();
                 if answer.welcome {
                     out.push(Down::Welcome(Welcome {
                         version: tern_wire::VERSION,
@@ -271,12 +313,55 @@ async fn session(
                 code: ErrorCode::UNKNOWN_USER,
                 text: "no such user".into(),
             }),
+            Up::Subscribe { req, target } if syncs => {
+                out.push(Down::Subscribed {
+                    req,
+                    slot: slot_of(&target),
+                    version: VERSION,
+                    doc: doc(&target),
+                });
+                if target == "changing@example.com" {
+                    batches += 1;
+                    let ops = tern_wire::delta::diff(&doc(&target).presence, &changed_doc(&target))
+                        .expect("a delta");
+                    let change = Change::Delta {
+                        slot: slot_of(&target),
+                        version: CHANGED,
+                        back: 1,
+                        age: 0,
+                        ops,
+                    };
+                    let batch = batch_of(batches, change, &target, &changed_doc(&target));
+                    out.push(Down::Batch(batch));
+                }
+            }
             Up::Fetch { req, target } | Up::Subscribe { req, target } => {
                 out.push(Down::Presence {
                     req,
                     doc: doc(&target),
                 });
             }
+            Up::FetchIf { req, version, .. } if version == VERSION => out.push(Down::Ok { req }),
+            Up::FetchIf { req, target, .. } => out.push(Down::Versioned {
+                req,
+                version: VERSION,
+                doc: doc(&target),
+            }),
+            Up::Have(have) => {
+                // Whatever the client holds is current: an empty answer.
+                batches += 1;
+                let batch = Batch {
+                    seq: batches,
+                    time: 1_700_000_000,
+                    check: Check::new().finish(),
+                    changes: vec![],
+                };
+                out.push(Down::Synced {
+                    req: have.req,
+                    batch,
+                });
+            }
+            Up::Mode { .. } | Up::Applied { .. } => {}
             // The first session never answers this one (the link is about to drop).
             Up::Send { msg, .. } if msg.body == b"hold" && index == 0 => {}
             Up::Send { req, .. } => out.push(Down::Receipt {
@@ -554,7 +639,8 @@ async fn resend_after_reconnect(gw: &mut Gateway, client: &Client) -> Vec<Up> {
     );
     let frames = gw.frames_of(1);
     assert!(matches!(frames[0], Up::Open(_)), "{frames:?}");
-    assert!(is_send_of(&frames[1], 7), "{frames:?}");
+    assert!(matches!(frames[1], Up::Have(_)), "{frames:?}");
+    assert!(is_send_of(&frames[2], 7), "{frames:?}");
     frames
 }
 
@@ -601,7 +687,7 @@ async fn rejected_early_data_is_sent_again_after_the_handshake() {
     assert!(
         !frames
             .iter()
-            .take(2)
+            .take(3)
             .any(|f| matches!(f, Up::Publish { .. }))
     );
     client.close().await;
@@ -647,7 +733,7 @@ async fn messages_wait_offline_and_late_receipts_come_as_events() {
     );
     let frames = gw.frames_of(1);
     assert!(matches!(frames[0], Up::Open(_)), "{frames:?}");
-    assert!(is_send_of(&frames[1], 3), "{frames:?}");
+    assert!(is_send_of(&frames[2], 3), "{frames:?}");
     assert_eq!(
         frames.iter().filter(|f| is_send_of(f, 3)).count(),
         1,
@@ -733,7 +819,11 @@ async fn a_restarted_client_resumes_with_its_state_directory() {
     };
     assert_eq!(again.device, open.device, "the same device");
     assert_eq!(again.inbox_seen, 1, "what the application released");
-    assert!(is_send_of(&frames[1], 9), "the outbox right after Open");
+    assert!(matches!(frames[1], Up::Have(_)), "{frames:?}");
+    assert!(
+        is_send_of(&frames[2], 9),
+        "the outbox right after Open and Have"
+    );
     let info = second.session_info();
     assert!(info.resumed);
     assert_eq!(info.connections, 1);
@@ -796,4 +886,114 @@ async fn after_a_fresh_start_the_kept_presence_is_published_until_a_goodbye() {
         "a goodbye forgets the presence"
     );
     third.close().await;
+}
+
+#[tokio::test]
+async fn presence_is_synchronised_cached_and_kept_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start(Script {
+        resume: true,
+        ..Script::default()
+    });
+    let config = ClientConfig {
+        state_dir: Some(dir.path().to_path_buf()),
+        mode: ClientMode::INACTIVE,
+        ..gw.config("good")
+    };
+    let client = Client::connect(config.clone()).await.unwrap();
+    let frames = gw.frames_of(0);
+    let Up::Open(open) = &frames[0] else {
+        panic!("{frames:?}")
+    };
+    assert_eq!(open.flags, Open::INBOX | Open::SYNC);
+    let Up::Have(have) = gw.expect(0, |f| matches!(f, Up::Have(_))).await else {
+        unreachable!()
+    };
+    assert_eq!(have.mode, ClientMode::INACTIVE);
+    assert!(have.held.is_empty(), "a new directory holds nothing");
+    gw.expect(0, |f| *f == Up::Applied { batch: 1 }).await;
+
+    // Subscribed documents enter the cache; a batch changes one of them.
+    let carol = client.subscribe("Carol@Example.com".into()).await.unwrap();
+    assert_eq!(carol, doc("carol@example.com"));
+    let cached = client.cached("carol@example.com".into()).unwrap();
+    assert_eq!(
+        (cached.slot, cached.version),
+        (slot_of("carol@example.com"), VERSION)
+    );
+    client
+        .subscribe("changing@example.com".into())
+        .await
+        .unwrap();
+    let Some(Event::Presence(changed)) = next(&client).await else {
+        panic!("expected the batch's change");
+    };
+    assert_eq!(changed.presence, changed_doc("changing@example.com"));
+    assert_eq!(changed.updated, 1_700_000_000_000);
+    gw.expect(0, |f| *f == Up::Applied { batch: 2 }).await;
+    let names: Vec<(String, u64)> = client
+        .roster()
+        .into_iter()
+        .map(|e| (e.doc.presentity, e.version))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("carol@example.com".into(), VERSION),
+            ("changing@example.com".into(), CHANGED)
+        ]
+    );
+    assert_eq!(
+        client.presence("changing@example.com".into()),
+        Some(changed)
+    );
+    assert_eq!(client.presence("nobody@example.com".into()), None);
+    assert_eq!(client.presence("not an address".into()), None);
+    assert_eq!(client.session_info().presentities, 2);
+
+    // The mode goes at once; conditional fetches.
+    client.set_mode(ClientMode::SLEEPY);
+    gw.expect(0, |f| {
+        *f == Up::Mode {
+            mode: ClientMode::SLEEPY,
+        }
+    })
+    .await;
+    assert_eq!(
+        client.fetch_if("bob@example.com".into(), VERSION).await,
+        Ok(FetchIf::Unchanged)
+    );
+    assert_eq!(
+        client.fetch_if("bob@example.com".into(), 0).await,
+        Ok(FetchIf::Changed {
+            version: VERSION,
+            doc: doc("bob@example.com")
+        })
+    );
+    client.close().await;
+    drop(client);
+
+    // The next process states the kept cache (and its mode) in its first flight.
+    let again = Client::connect(config).await.unwrap();
+    let Up::Have(have) = gw.expect(1, |f| matches!(f, Up::Have(_))).await else {
+        unreachable!()
+    };
+    let mut held = vec![
+        Held {
+            slot: slot_of("carol@example.com"),
+            version: VERSION,
+        },
+        Held {
+            slot: slot_of("changing@example.com"),
+            version: CHANGED,
+        },
+    ];
+    held.sort_by_key(|h| h.slot);
+    assert_eq!(have.held, held);
+    assert_eq!(have.mode, ClientMode::INACTIVE, "the configured mode");
+    assert_eq!(again.roster().len(), 2);
+    // Unsubscribing drops the presentity from the cache.
+    again.unsubscribe("carol@example.com".into()).await.unwrap();
+    assert_eq!(again.presence("carol@example.com".into()), None);
+    again.close().await;
 }

@@ -4,9 +4,15 @@
 //! the field order and names are fixed here and nowhere else. It may not do I/O or talk
 //! to the client.
 //!
-//! * presence: `{"type":"presence","presentity","updated","open","tuples":[{"id","status",
-//!   "availability","note","contact","at","ext":[{"key","value_hex"}]}],"card":[{"kind",
-//!   "value"}]}`; registered availabilities and card kinds by name, others as numbers.
+//! * presence: `{"type":"presence","presentity","version","updated","open","tuples":[{"id",
+//!   "status","availability","note","contact","at","wake"?,"ext":[{"key","value_hex"}]}],
+//!   "card":[{"kind","value"}]}`; registered availabilities and card kinds by name, others
+//!   as numbers; `version` is the document's version (`null` when the gateway did not
+//!   tell it); `wake` (Unix seconds) only for a tuple with the `wake` extension (a sleepy
+//!   device says when it wakes).
+//! * unchanged: `{"type":"unchanged","presentity","version"}`: `fetch --if-version` found
+//!   that version current.
+//! * gone: `{"type":"gone","presentity"}`: a watched subscription ended elsewhere.
 //! * message: `{"type":"message","seq","id","from","to","reply_to","content_type",
 //!   "body"|"body_hex","sent"}`; `body` when the content type is `text/*` and the bytes are
 //!   UTF-8, `body_hex` otherwise; ids are hex.
@@ -16,7 +22,7 @@
 use serde::Serialize;
 use tern_client::{
     Availability, Basic, CardField, CardKind, Incoming, LateReceipt, PresenceDoc, ReceiptStatus,
-    Tuple,
+    Tuple, Version,
 };
 use tern_wire::message::DEFAULT_CONTENT_TYPE;
 
@@ -44,6 +50,7 @@ impl From<CardKind> for Registered {
 pub(crate) struct PresenceOut<'a> {
     r#type: &'static str,
     presentity: &'a str,
+    version: Option<Version>,
     updated: u64,
     open: bool,
     tuples: Vec<TupleOut<'a>>,
@@ -58,6 +65,8 @@ struct TupleOut<'a> {
     note: Option<&'a str>,
     contact: Option<&'a str>,
     at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wake: Option<u64>,
     ext: Vec<ExtOut<'a>>,
 }
 
@@ -71,6 +80,19 @@ struct ExtOut<'a> {
 struct CardOut<'a> {
     kind: Registered,
     value: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct UnchangedOut<'a> {
+    r#type: &'static str,
+    presentity: &'a str,
+    version: Version,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct GoneOut<'a> {
+    r#type: &'static str,
+    presentity: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,10 +122,11 @@ pub(crate) struct ReceiptOut<'a> {
     reason: Option<String>,
 }
 
-pub(crate) fn presence(doc: &PresenceDoc) -> PresenceOut<'_> {
+pub(crate) fn presence(doc: &PresenceDoc, version: Option<Version>) -> PresenceOut<'_> {
     PresenceOut {
         r#type: "presence",
         presentity: &doc.presentity,
+        version,
         updated: doc.updated,
         open: doc.presence.is_open(),
         tuples: doc.presence.tuples.iter().map(tuple).collect(),
@@ -122,6 +145,7 @@ fn tuple(t: &Tuple) -> TupleOut<'_> {
         note: t.note.as_deref(),
         contact: t.contact.as_deref(),
         at: t.at,
+        wake: t.wake_at(),
         ext: t
             .ext
             .iter()
@@ -130,6 +154,21 @@ fn tuple(t: &Tuple) -> TupleOut<'_> {
                 value_hex: hex::encode(&e.value),
             })
             .collect(),
+    }
+}
+
+pub(crate) fn unchanged(presentity: &str, version: Version) -> UnchangedOut<'_> {
+    UnchangedOut {
+        r#type: "unchanged",
+        presentity,
+        version,
+    }
+}
+
+pub(crate) fn gone(presentity: &str) -> GoneOut<'_> {
+    GoneOut {
+        r#type: "gone",
+        presentity,
     }
 }
 
@@ -241,12 +280,13 @@ mod tests {
                 }],
             },
         };
-        let shown = serde_json::to_string(&presence(&doc)).unwrap();
+        let shown = serde_json::to_string(&presence(&doc, Some(3))).unwrap();
         assert!(shown.starts_with(r#"{"type":"presence","#), "{shown}");
         assert_eq!(
-            to_value(presence(&doc)),
+            to_value(presence(&doc, Some(3))),
             json!({
-                "type": "presence", "presentity": "bob@example.com", "updated": 5, "open": true,
+                "type": "presence", "presentity": "bob@example.com", "version": 3,
+                "updated": 5, "open": true,
                 "tuples": [{"id": "phone", "status": "open", "availability": 200, "note": null,
                             "contact": "tel:+15551234", "at": 17,
                             "ext": [{"key": "geo", "value_hex": "0102"}]}],
@@ -256,6 +296,43 @@ mod tests {
         assert_eq!(
             Registered::from(Availability::AWAY),
             Registered::Name("away")
+        );
+        assert_eq!(to_value(presence(&doc, None))["version"], Value::Null);
+    }
+
+    #[test]
+    fn a_sleepy_device_shows_when_it_wakes() {
+        let doc = PresenceDoc {
+            presentity: "sensor@example.com".into(),
+            updated: 5,
+            presence: Presence {
+                tuples: vec![Tuple {
+                    id: "default".into(),
+                    basic: Basic::Open,
+                    availability: Some(Availability::ASLEEP),
+                    contact: None,
+                    note: None,
+                    at: None,
+                    ext: vec![Ext::wake(1_700_000_600)],
+                }],
+                card: vec![],
+            },
+        };
+        let tuple = &to_value(presence(&doc, Some(1)))["tuples"][0];
+        assert_eq!(tuple["availability"], "asleep");
+        assert_eq!(tuple["wake"], 1_700_000_600);
+        assert_eq!(tuple["ext"][0]["key"], "wake");
+    }
+
+    #[test]
+    fn unchanged_and_gone() {
+        assert_eq!(
+            to_value(unchanged("bob@example.com", 4)),
+            json!({"type": "unchanged", "presentity": "bob@example.com", "version": 4})
+        );
+        assert_eq!(
+            to_value(gone("bob@example.com")),
+            json!({"type": "gone", "presentity": "bob@example.com"})
         );
     }
 

@@ -8,8 +8,14 @@
 //!
 //! With `--state-dir` (or `TERN_STATE_DIR`) successive runs are one device: a run
 //! resumes the session the previous one left without a goodbye, `listen` never prints
-//! an item a previous run already printed, and a message a run could not get answered is
-//! sent again by the next run.
+//! an item a previous run already printed, a message a run could not get answered is
+//! sent again by the next run, and the presence cache is kept, so that `watch` gets only
+//! the presence that changed since the previous run.
+//!
+//! `--client-state` (or `TERN_CLIENT_STATE`) says how long the gateway may hold
+//! presence changes back for this client: `active` (tens of milliseconds), `inactive`
+//! (minutes) or `sleepy` (until the client sends something). A sleepy device publishes
+//! `publish --asleep-until`.
 //!
 //! It may only use `tern-client`'s public API (and `tern-wire`'s types); it never depends
 //! on the gateway crates.
@@ -25,16 +31,19 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use tern_client::{
-    Availability, Basic, CardField, CardKind, Client, ClientConfig, ClientError, ConnectionState,
-    Event, Message, Presence, Tuple,
+    Availability, Basic, CardField, CardKind, Client, ClientConfig, ClientError, ClientMode,
+    ConnectionState, Event, Ext, FetchIf, Message, Presence, PresenceDoc, Tuple, Version,
 };
+use tern_wire::addr::Address;
 use tern_wire::limits::MSG_ID_MAX;
 
 /// tern presence and instant messaging client. Prints one JSON object per line.
 ///
-/// Made for weak links: sessions resume after a lost link, and with --state-dir
-/// successive runs are one device (a run resumes the previous one's session, never
-/// prints an item twice, and sends again what a previous run could not get answered).
+/// Made for weak links: sessions resume after a lost link, presence comes as deltas
+/// against a cache, batched as --client-state allows, and with --state-dir successive
+/// runs are one device (a run resumes the previous one's session, never prints an item
+/// twice, sends again what a previous run could not get answered, and gets only the
+/// presence that changed since).
 #[derive(Debug, Parser)]
 #[command(name = "tern", version)]
 struct Cli {
@@ -62,10 +71,21 @@ struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     idle_timeout: u64,
     /// Directory where this device keeps its identity, what `listen` has printed,
-    /// unanswered messages and its presence, across runs. Created if missing; one tern
-    /// process at a time per directory, one user per directory.
+    /// unanswered messages, its presence and the presence cache, across runs. Created if
+    /// missing; one tern process at a time per directory, one user per directory.
     #[arg(long, env = "TERN_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// How long the gateway may hold presence changes back for this client: active
+    /// (foreground: tens of milliseconds), inactive (background: minutes, or until
+    /// something else is sent to it), sleepy (IoT: until it sends something).
+    #[arg(
+        long,
+        env = "TERN_CLIENT_STATE",
+        value_name = "STATE",
+        default_value = "active",
+        value_parser = parse_mode
+    )]
+    client_state: ClientMode,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,9 +100,19 @@ enum Command {
         /// Whether you accept instant messages.
         #[arg(long, value_enum)]
         status: Status,
-        /// available, away, busy, idle, dnd, xa, or a registered number.
+        /// available, away, busy, idle, dnd, xa, asleep, or a registered number.
         #[arg(long, value_parser = parse_availability)]
         availability: Option<Availability>,
+        /// A sleepy device going to sleep: availability `asleep`, with the time it will
+        /// wake (the `wake` extension), as Unix seconds or `+DURATION` from now (`+90s`,
+        /// `+30m`, `+2h`, `+1d`). Watchers tell it from a dead device until then.
+        #[arg(
+            long,
+            value_name = "UNIX_SECONDS|+DURATION",
+            value_parser = parse_wake,
+            conflicts_with = "availability"
+        )]
+        asleep_until: Option<Wake>,
         /// A free-text note.
         #[arg(long)]
         note: Option<String>,
@@ -100,19 +130,30 @@ enum Command {
         #[arg(long)]
         hold: bool,
     },
-    /// Print a presentity's presence once.
+    /// Print a presentity's presence once, with its version.
+    ///
+    /// With --if-version, prints {"type":"unchanged",...} instead when the version is
+    /// still the current one (a cheap poll).
     Fetch {
         /// The presentity.
         #[arg(value_name = "NAME@DOMAIN")]
         presentity: String,
+        /// The version you hold (from an earlier fetch or watch).
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<Version>,
     },
     /// Subscribe, print each one's presence, then every change until interrupted.
+    ///
+    /// Changes come as presence lines with their version, and {"type":"gone",...} when
+    /// a subscription ends elsewhere (another device of yours, or the gateway). Presence
+    /// not in the cache is restated when the session opens: every subscription on a
+    /// first run or without --state-dir, only what changed since the last run with it.
     Watch {
         /// The presentities.
         #[arg(value_name = "NAME@DOMAIN", required = true)]
         presentities: Vec<String>,
-        /// Exit after this many notifications (the gateway restates each subscribed
-        /// presence when a session opens; those count).
+        /// Exit after this many lines following the subscriptions' own (restatements
+        /// count).
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
@@ -156,6 +197,24 @@ enum Status {
 #[derive(Debug, Clone)]
 struct MessageId(Vec<u8>);
 
+/// When a sleepy device will wake, as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Unix seconds.
+    At(u64),
+    /// Seconds from now.
+    In(u64),
+}
+
+impl Wake {
+    fn at(self, now: u64) -> u64 {
+        match self {
+            Self::At(at) => at,
+            Self::In(secs) => now.saturating_add(secs),
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -194,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // Only `listen` shows messages; the others leave them in the inbox.
         inbox: matches!(cli.command, Command::Listen { .. }),
         state_dir: cli.state_dir.clone(),
+        mode: cli.client_state,
         ..ClientConfig::new(cli.gateway, cli.user, cli.token, ca_pem)
     };
     // A send that timed out with a state directory is not lost: say so.
@@ -226,6 +286,7 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
         Command::Publish {
             status,
             availability,
+            asleep_until,
             note,
             contact,
             tuple,
@@ -236,14 +297,19 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
                 Status::Open => Basic::Open,
                 Status::Closed => Basic::Closed,
             };
+            let now = unix_seconds();
+            let (availability, ext) = match asleep_until {
+                Some(wake) => (Some(Availability::ASLEEP), vec![Ext::wake(wake.at(now))]),
+                None => (availability, vec![]),
+            };
             let tuple = Tuple {
                 id: tuple,
                 basic,
                 availability,
                 contact,
                 note,
-                at: Some(unix_seconds()),
-                ext: vec![],
+                at: Some(now),
+                ext,
             };
             let presence = Presence {
                 tuples: vec![tuple],
@@ -256,10 +322,21 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
             }
             Ok(())
         }
-        Command::Fetch { presentity } => {
-            let doc = client.fetch(presentity).await?;
-            print_line(&json::presence(&doc))
-        }
+        Command::Fetch {
+            presentity,
+            if_version,
+        } => match client
+            .fetch_if(presentity.clone(), if_version.unwrap_or(0))
+            .await?
+        {
+            FetchIf::Changed { version, doc } => print_line(&json::presence(&doc, Some(version))),
+            FetchIf::Unchanged => {
+                let presentity =
+                    Address::parse(&presentity).map_or(presentity, Address::into_string);
+                let version = if_version.unwrap_or(0);
+                print_line(&json::unchanged(&presentity, version))
+            }
+        },
         Command::Watch {
             presentities,
             count,
@@ -269,10 +346,15 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
                     .subscribe(presentity.clone())
                     .await
                     .with_context(|| format!("subscribe {presentity}"))?;
-                print_line(&json::presence(&doc))?;
+                print_line(&json::presence(&doc, version_of(client, &doc)))?;
             }
             follow(client, count, |event| match event {
-                Event::Presence(doc) => print_line(&json::presence(&doc)).map(|()| true),
+                Event::Presence(doc) => {
+                    print_line(&json::presence(&doc, version_of(client, &doc))).map(|()| true)
+                }
+                Event::SubscriptionEnded { presentity } => {
+                    print_line(&json::gone(&presentity)).map(|()| true)
+                }
                 _ => Ok(false),
             })
             .await
@@ -316,6 +398,15 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
             .await
         }
     }
+}
+
+/// The version of `doc` if the presence cache still holds exactly this document (it
+/// may have moved on already: then the next event shows the newer one with its version).
+fn version_of(client: &Client, doc: &PresenceDoc) -> Option<Version> {
+    client
+        .cached(doc.presentity.clone())
+        .filter(|cached| cached.doc.presence == doc.presence)
+        .map(|cached| cached.version)
 }
 
 /// Hands every event to `show`, which says whether it printed it, until `count` were
@@ -416,8 +507,34 @@ fn unix_seconds() -> u64 {
 
 fn parse_availability(s: &str) -> Result<Availability, String> {
     Availability::parse(s).ok_or_else(|| {
-        format!("{s:?} is not available, away, busy, idle, dnd, xa or a number 0-255")
+        format!("{s:?} is not available, away, busy, idle, dnd, xa, asleep or a number 0-255")
     })
+}
+
+fn parse_mode(s: &str) -> Result<ClientMode, String> {
+    ClientMode::parse(s)
+        .ok_or_else(|| format!("{s:?} is not active, inactive, sleepy or a number 0-255"))
+}
+
+/// Unix seconds, or `+N[s|m|h|d]` from now.
+fn parse_wake(s: &str) -> Result<Wake, String> {
+    let bad = || format!("{s:?} is not Unix seconds or +DURATION (+90s, +30m, +2h, +1d)");
+    let Some(duration) = s.strip_prefix('+') else {
+        return s.parse().map(Wake::At).map_err(|_| bad());
+    };
+    let (number, unit) = match duration.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => duration.split_at(at),
+        None => (duration, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    number.checked_mul(scale).map(Wake::In).ok_or_else(bad)
 }
 
 fn parse_card(s: &str) -> Result<CardField, String> {
@@ -508,12 +625,97 @@ mod tests {
         .unwrap();
         assert_eq!(cli.state_dir, Some(PathBuf::from("/var/lib/tern")));
         assert_eq!((cli.keepalive, cli.idle_timeout), (5, 15));
+        assert_eq!(cli.client_state, ClientMode::ACTIVE, "the default");
+    }
+
+    /// `tern --ca ca.pem --user a@example.com --token t ARGS...`
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut all = vec![
+            "tern",
+            "--ca",
+            "ca.pem",
+            "--user",
+            "a@example.com",
+            "--token",
+            "t",
+        ];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all)
+    }
+
+    #[test]
+    fn parses_the_presence_synchronisation_options() {
+        let cli = parse(&["--client-state", "sleepy", "listen"]).unwrap();
+        assert_eq!(cli.client_state, ClientMode::SLEEPY);
+        let cli = parse(&["--client-state", "inactive", "listen"]).unwrap();
+        assert_eq!(cli.client_state, ClientMode::INACTIVE);
+        assert!(parse(&["--client-state", "dozing", "listen"]).is_err());
+
+        let cli = parse(&["fetch", "b@example.com", "--if-version", "12"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Fetch {
+                if_version: Some(12),
+                ..
+            }
+        ));
+        let cli = parse(&["fetch", "b@example.com"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Fetch {
+                if_version: None,
+                ..
+            }
+        ));
+
+        let cli = parse(&["publish", "--status", "open", "--asleep-until", "+30m"]).unwrap();
+        let Command::Publish { asleep_until, .. } = cli.command else {
+            panic!("not publish");
+        };
+        assert_eq!(asleep_until, Some(Wake::In(1800)));
+        let both = [
+            "publish",
+            "--status",
+            "open",
+            "--asleep-until",
+            "1700000000",
+            "--availability",
+            "away",
+        ];
+        assert!(parse(&both).is_err(), "asleep is the availability");
+    }
+
+    #[test]
+    fn wake_times() {
+        assert_eq!(parse_wake("1700000000"), Ok(Wake::At(1_700_000_000)));
+        assert_eq!(parse_wake("+90"), Ok(Wake::In(90)));
+        assert_eq!(parse_wake("+90s"), Ok(Wake::In(90)));
+        assert_eq!(parse_wake("+30m"), Ok(Wake::In(1800)));
+        assert_eq!(parse_wake("+2h"), Ok(Wake::In(7200)));
+        assert_eq!(parse_wake("+1d"), Ok(Wake::In(86_400)));
+        for bad in [
+            "",
+            "+",
+            "+m",
+            "+5w",
+            "+5mm",
+            "-5",
+            "soon",
+            "+99999999999999999999d",
+        ] {
+            assert!(parse_wake(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Wake::In(60).at(1000), 1060);
+        assert_eq!(Wake::At(5).at(1000), 5);
+        assert_eq!(Wake::In(u64::MAX).at(1000), u64::MAX);
     }
 
     #[test]
     fn argument_parsers() {
         assert_eq!(parse_availability("7"), Ok(Availability(7)));
+        assert_eq!(parse_availability("asleep"), Ok(Availability::ASLEEP));
         assert!(parse_availability("sleepy").is_err());
+        assert_eq!(parse_mode("2"), Ok(ClientMode::SLEEPY));
         assert!(parse_card("email").is_err());
         assert_eq!(parse_id("00ff").unwrap().0, vec![0, 255]);
         assert!(parse_id("").is_err());

@@ -24,6 +24,9 @@ fi
 echo "check-no-std: building tern-wire without std for $TARGET"
 cargo build -p tern-wire --no-default-features --target "$TARGET"
 
+echo "check-no-std: clippy on tern-wire without std"
+cargo clippy -p tern-wire --all-targets --no-default-features -- -D warnings
+
 echo "check-no-std: testing tern-wire without std on the host"
 cargo test -p tern-wire --no-default-features
 

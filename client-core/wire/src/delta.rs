@@ -148,6 +148,10 @@ pub fn diff(base: &Presence, target: &Presence) -> Option<std::vec::Vec<Op>> {
         return None;
     }
     let mut ops = Vec::new();
+    // Indexes are bytes: longer documents (never valid, `TUPLES_MAX` is 16) go whole.
+    if base.tuples.len() > usize::from(u8::MAX) || target.tuples.len() > usize::from(u8::MAX) {
+        return None;
+    }
     for (i, tuple) in base.tuples.iter().enumerate().rev() {
         if !target_ids.contains(tuple.id.as_str()) {
             ops.push(Op::Remove { i: i as u8 });

@@ -23,6 +23,8 @@ use crate::types::{Key, Name, Text};
 pub type ReqId = u32;
 
 /// Client to gateway.
+// Without an allocator nothing can be boxed: every variant is held inline.
+#[cfg_attr(not(feature = "std"), allow(clippy::large_enum_variant))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Up {
     /// 0: opens the session. Must be the first frame, exactly once.

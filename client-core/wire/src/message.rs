@@ -77,6 +77,7 @@ pub struct LateReceipt {
 }
 
 /// An entry of a principal's inbox log: delivered in order, acknowledged cumulatively.
+#[cfg_attr(not(feature = "std"), allow(clippy::large_enum_variant))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InboxItem {
     /// An instant message.

@@ -113,6 +113,8 @@ pub type Changes = std::vec::Vec<Change>;
 pub type Changes = heapless::Vec<Change, { crate::limits::tiny::CHANGES }>;
 
 /// What changed about one subscription.
+// Without an allocator nothing can be boxed: every variant is held inline.
+#[cfg_attr(not(feature = "std"), allow(clippy::large_enum_variant))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     /// 0: the whole document, for a client with no usable base.

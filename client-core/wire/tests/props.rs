@@ -740,6 +740,7 @@ mod sync {
     }
 
     /// One state a batch leads to, as [`Check`] takes it.
+    #[cfg_attr(not(feature = "std"), allow(clippy::large_enum_variant))]
     #[derive(Debug, Clone)]
     enum State {
         /// `Check::state`.

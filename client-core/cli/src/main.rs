@@ -22,6 +22,7 @@
 
 mod json;
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,10 +145,11 @@ enum Command {
     },
     /// Subscribe, print each one's presence, then every change until interrupted.
     ///
-    /// Changes come as presence lines with their version, and {"type":"gone",...} when
-    /// a subscription ends elsewhere (another device of yours, or the gateway). Presence
-    /// not in the cache is restated when the session opens: every subscription on a
-    /// first run or without --state-dir, only what changed since the last run with it.
+    /// Changes come as presence lines with their version (each version once), and
+    /// {"type":"gone",...} when a subscription ends elsewhere (another device of yours,
+    /// or the gateway). Presence not in the cache is restated when the session opens:
+    /// every subscription on a first run or without --state-dir, only what changed since
+    /// the last run with it.
     Watch {
         /// The presentities.
         #[arg(value_name = "NAME@DOMAIN", required = true)]
@@ -341,17 +343,27 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
             presentities,
             count,
         } => {
+            // Each version of a presentity is printed once: the answer to a subscription
+            // and the restatement of a session's opening may bring the same one.
+            let mut shown: HashMap<String, Version> = HashMap::new();
+            let mut show = |doc: &PresenceDoc| -> anyhow::Result<bool> {
+                let version = version_of(client, doc);
+                if let Some(version) = version
+                    && shown.insert(doc.presentity.clone(), version) == Some(version)
+                {
+                    return Ok(false);
+                }
+                print_line(&json::presence(doc, version)).map(|()| true)
+            };
             for presentity in presentities {
                 let doc = client
                     .subscribe(presentity.clone())
                     .await
                     .with_context(|| format!("subscribe {presentity}"))?;
-                print_line(&json::presence(&doc, version_of(client, &doc)))?;
+                show(&doc)?;
             }
             follow(client, count, |event| match event {
-                Event::Presence(doc) => {
-                    print_line(&json::presence(&doc, version_of(client, &doc))).map(|()| true)
-                }
+                Event::Presence(doc) => show(&doc),
                 Event::SubscriptionEnded { presentity } => {
                     print_line(&json::gone(&presentity)).map(|()| true)
                 }

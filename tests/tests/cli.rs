@@ -131,7 +131,10 @@ async fn the_readme_tour_works_with_the_real_binaries() {
     assert_eq!(first["type"], "presence");
     assert_eq!(first["open"], false, "alice has not published yet");
 
-    let ok = cli.json(
+    // Alice publishes and holds her session: watchers get presence in batches, and
+    // only the latest state counts, so a publish-then-goodbye inside one flush interval
+    // would show Bob the goodbye alone.
+    let (mut hold, held) = cli.spawn(
         "alice@example.com",
         &alice,
         &[
@@ -142,15 +145,22 @@ async fn the_readme_tour_works_with_the_real_binaries() {
             "away",
             "--note",
             "lunch",
+            "--hold",
         ],
     );
-    assert_eq!(ok["ok"], true);
+    assert_eq!(next_line(&held)["ok"], true);
     let seen = next_line(&lines);
     assert_eq!(seen["presentity"], "alice@example.com");
     assert_eq!(seen["open"], true);
     assert_eq!(seen["tuples"][0]["availability"], "away");
     assert_eq!(seen["tuples"][0]["note"], "lunch");
-    // `publish` said goodbye when it exited: alice goes CLOSED at once.
+    // Stopping `publish --hold` says goodbye: alice goes CLOSED at once.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &hold.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success());
+    hold.wait().expect("publish exits");
     let closed = next_line(&lines);
     assert_eq!(closed["open"], false);
     watch.kill().expect("stop watch");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::QuicClientConfig;
 use tern_wire::codec::{self, FrameBuf};
-use tern_wire::{Down, Hello, Up, VERSION};
+use tern_wire::{Down, Hello, Open, Up, VERSION};
 
 use crate::PROMPTLY;
 
@@ -88,6 +88,47 @@ impl RawSession {
             }))
             .await;
         session
+    }
+
+    /// Connects and opens the session of device `device` (16 bytes of that value) with
+    /// these `Open` flags.
+    pub async fn open_device(
+        addr: SocketAddr,
+        cert_pem: &[u8],
+        user: &str,
+        token: &str,
+        device: u8,
+        flags: u8,
+    ) -> Self {
+        let mut session = Self::open(addr, cert_pem).await;
+        session
+            .send(&Up::Open(Open {
+                version: VERSION,
+                user: user.into(),
+                token: token.into(),
+                device: vec![device; 16],
+                inbox_seen: 0,
+                flags,
+            }))
+            .await;
+        session
+    }
+
+    /// The next frame if one comes within `wait`; `None` if none does (or the stream
+    /// ended).
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Down> {
+        loop {
+            match self.buf.next_frame::<Down>() {
+                Ok(Some(frame)) => return Some(frame),
+                Ok(None) => {}
+                Err(e) => panic!("gateway sent a bad frame: {e}"),
+            }
+            let chunk = tokio::time::timeout(wait, self.recv.read_chunk(64 * 1024, true));
+            match chunk.await {
+                Ok(Ok(Some(chunk))) => self.buf.extend(&chunk.bytes),
+                _ => return None,
+            }
+        }
     }
 
     /// Writes one frame.

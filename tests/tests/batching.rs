@@ -59,9 +59,7 @@ impl Phone {
         let frame = Down::Batch(batch.clone());
         self.batches.push(tern_wire::codec::frame_size(&frame));
         self.roster.apply(batch, synced).expect("the batch applies");
-        self.session
-            .send(&Up::Applied { batch: batch.seq })
-            .await;
+        self.session.send(&Up::Applied { batch: batch.seq }).await;
     }
 
     /// Reads frames for `wait`, applying batches; returns the other frames.
@@ -137,7 +135,11 @@ async fn a_burst_of_1000_changes_across_200_contacts_reaches_an_inactive_phone_a
             assert!(matches!(s.recv().await, Some(Down::Welcome(_))));
             for n in 0..CHANGES / CONTACTS {
                 let presence = open_presence(&format!("{who} #{n}"));
-                s.send(&Up::Publish { req: n as u32, presence }).await;
+                s.send(&Up::Publish {
+                    req: n as u32,
+                    presence,
+                })
+                .await;
                 assert!(matches!(s.recv().await, Some(Down::Ok { .. })));
             }
             s
@@ -175,7 +177,10 @@ async fn a_message_during_a_pending_batch_arrives_at_once_and_carries_the_pendin
     assert!(matches!(b.recv().await, Some(Down::Ok { .. })));
     // Held back: the phone is in the background.
     assert!(phone.read_for(Duration::from_millis(500)).await.is_empty());
-    assert_ne!(phone.note_of("bob@example.com").as_deref(), Some("on my way"));
+    assert_ne!(
+        phone.note_of("bob@example.com").as_deref(),
+        Some("on my way")
+    );
 
     let msg = Message {
         id: vec![7; 16],
@@ -193,7 +198,10 @@ async fn a_message_during_a_pending_batch_arrives_at_once_and_carries_the_pendin
         panic!("expected the pending presence right after the message, got {second:?}");
     };
     phone.take(&batch, false).await;
-    assert_eq!(phone.note_of("bob@example.com").as_deref(), Some("on my way"));
+    assert_eq!(
+        phone.note_of("bob@example.com").as_deref(),
+        Some("on my way")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

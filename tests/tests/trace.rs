@@ -56,5 +56,9 @@ fn every_test_cited_in_the_requirements_trace_exists() {
         }
     }
     assert!(cited > 100, "only {cited} cited tests found");
-    assert!(missing.is_empty(), "cited but not found:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "cited but not found:\n{}",
+        missing.join("\n")
+    );
 }

@@ -168,7 +168,11 @@ pub fn diff(base: &Presence, target: &Presence) -> Option<std::vec::Vec<Op>> {
         .map(|t| t.id.as_str())
         .filter(|id| base_ids.contains(id))
         .collect();
-    if !kept.iter().map(|t| t.id.as_str()).eq(common.iter().copied()) {
+    if !kept
+        .iter()
+        .map(|t| t.id.as_str())
+        .eq(common.iter().copied())
+    {
         return None;
     }
     let mut kept = kept.into_iter().peekable();

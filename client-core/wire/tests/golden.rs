@@ -293,10 +293,7 @@ fn up_12_fetch_if() {
         target: name(BOB),
         version: 9,
     };
-    golden(
-        &frame,
-        "13 0c 03 0f 626f62406578616d706c652e636f6d 09",
-    );
+    golden(&frame, "13 0c 03 0f 626f62406578616d706c652e636f6d 09");
 }
 
 fn open_frame() -> Open {

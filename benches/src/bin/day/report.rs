@@ -457,7 +457,7 @@ pub(crate) fn report(
         sync.watchers
     );
     println!(
-        "One presentity, {} synchronised (active) and {} plain watchers connected directly (no emulated link); an availability change (and the `at` stamp) published {} times, each measured from just before the publish until 400 ms real after it. Mean per change, summed over the watchers of each kind. The document: {} B as a `Notify`.\n",
+        "One presentity, {} synchronised (active) and {} plain watchers connected directly (no emulated link); an availability change (and the `at` stamp) published {} times after one unmeasured warm-up change, each measured from just before the publish until 400 ms real after it. Summed over the watchers of each kind; the median over the changes. The document: {} B as a `Notify`.\n",
         sync.watchers,
         plain.watchers,
         args.fanout_changes,
@@ -470,7 +470,7 @@ pub(crate) fn report(
         })
     );
     println!(
-        "| per change, all watchers | SYNC, active (`Batch` delta + `Applied`) | baseline (`Notify`) | ratio |"
+        "| one change, all watchers (median) | SYNC, active (`Batch` delta + `Applied`) | baseline (`Notify`) | ratio |"
     );
     println!("|---|---|---|---|");
     let rows: [Row<Fan>; 6] = [
@@ -498,6 +498,20 @@ pub(crate) fn report(
         (sync.udp_down + sync.udp_up) / sync.watchers.max(1) as f64,
         (plain.udp_down + plain.udp_up) / plain.watchers.max(1) as f64,
         ratio(sync.udp_down + sync.udp_up, plain.udp_down + plain.udp_up)
+    );
+    let kinds = |k: &[f64; 5]| {
+        let v: Vec<String> = k.iter().map(|c| format!("{c:.0}")).collect();
+        v.join(" / ")
+    };
+    println!(
+        "| QUIC frames received by the watchers (STREAM / ACK / PING / flow credit / other) | {} | {} | |",
+        kinds(&sync.quic_down),
+        kinds(&plain.quic_down)
+    );
+    println!(
+        "| QUIC frames sent by the watchers (STREAM / ACK / PING / flow credit / other) | {} | {} | |",
+        kinds(&sync.quic_up),
+        kinds(&plain.quic_up)
     );
     println!(
         "| presence frame size (min–max) | {}–{} B | {}–{} B | |",

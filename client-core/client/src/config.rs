@@ -137,6 +137,7 @@ impl ClientConfig {
             request_timeout: self.request_timeout,
             reconnect: self.reconnect,
             inbox: self.inbox,
+            keepalive: self.keepalive,
             state_dir: self.state_dir,
             mode: self.mode,
         })
@@ -202,6 +203,9 @@ pub(crate) struct Target {
     pub(crate) request_timeout: Duration,
     pub(crate) reconnect: bool,
     pub(crate) inbox: bool,
+    /// The keep-alive interval (zero: none); the session sends a frame at least this
+    /// often on a quiet link, and QUIC PINGs remain as the backstop.
+    pub(crate) keepalive: Duration,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) mode: ClientMode,
 }

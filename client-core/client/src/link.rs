@@ -230,6 +230,9 @@ impl Link {
                 roster: opening.roster.clone(),
             },
         );
+        if !target.keepalive.is_zero() {
+            session.keep_alive(now, target.keepalive);
+        }
         let mut resent = Vec::with_capacity(opening.outbox.len());
         for message in &opening.outbox {
             let id = message.id.clone();

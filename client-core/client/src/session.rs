@@ -66,8 +66,14 @@
 //!   row that do not apply either, the session stops asking (it logs an error) and the
 //!   next session starts over.
 //! * `Applied` acknowledges every batch received (applied or discarded), cumulative and
-//!   coalesced like `Ack`: at most one per drain of [`Session::poll_transmit`]. It waits
-//!   for the handshake's confirmation.
+//!   lazy, because each one the gateway receives costs an acknowledgement datagram back
+//!   down: it goes when [`ACK_EVERY`] batches are owed, right after any other frame
+//!   (the radio is up anyway), or as the keep-alive. It waits for the handshake's
+//!   confirmation.
+//! * With [`Session::keep_alive`], a link that sent nothing for half the interval sends
+//!   `Applied` (4 bytes) instead of leaving it to a QUIC PING: the gateway sees a frame,
+//!   so presence it holds back for a background client rides on the keep-alive instead
+//!   of waking the radio separately.
 //! * `Subscribed` puts the slot in the cache; the `Ok` to an `Unsubscribe` drops it.
 //!   [`Session::set_mode`] sends `Mode` (and is remembered for later `Have`s).
 //! * `Notify` and `Presence` from a gateway or session without synchronisation are still
@@ -469,6 +475,27 @@ struct Sync {
     received: Option<u32>,
     /// Number of the last `Applied` handed out.
     applied: Option<u32>,
+    /// Batches received since the last `Applied`.
+    owed: u32,
+    /// Another frame went out in this drain: an owed `Applied` rides with it.
+    piggyback: bool,
+}
+
+/// An `Applied` goes at the latest when this many batches are owed. The gateway keeps
+/// up to its window (4 by default) unacknowledged, so this never stalls it.
+pub const ACK_EVERY: u32 = 2;
+
+/// The application-level keep-alive: see [`Session::keep_alive`].
+#[derive(Debug, Clone, Copy)]
+struct KeepAlive {
+    /// Half the keep-alive interval: a link that sent nothing for a whole tick sends one.
+    tick: Duration,
+    /// When the current tick ends.
+    next: Instant,
+    /// Whether a frame went out during the current tick.
+    sent: bool,
+    /// A keep-alive is owed.
+    due: bool,
 }
 
 enum State {
@@ -513,6 +540,7 @@ pub struct Session {
     /// Highest sequence number acknowledged in this session.
     acked: Option<u64>,
     sync: Sync,
+    keepalive: Option<KeepAlive>,
 }
 
 impl fmt::Debug for Session {
@@ -574,7 +602,10 @@ impl Session {
                 stopped: false,
                 received: None,
                 applied: None,
+                owed: 0,
+                piggyback: false,
             },
+            keepalive: None,
         };
         session.queue_have();
         session
@@ -687,6 +718,13 @@ impl Session {
     /// Time has passed: expires the handshake, the goodbye and requests whose deadline is
     /// at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(k) = &mut self.keepalive
+            && k.next <= now
+        {
+            k.due |= !k.sent && matches!(self.state, State::Open { .. });
+            k.sent = false;
+            k.next = now + k.tick;
+        }
         match &self.state {
             State::Greeting { deadline, .. } if *deadline <= now => {
                 return self.finish(CloseReason::Timeout);
@@ -718,10 +756,23 @@ impl Session {
                 Some(open) => Some(Up::Open(open)),
                 None => self.next_request(),
             },
-            State::Open { .. } => self
-                .next_ack()
-                .or_else(|| self.next_applied())
-                .or_else(|| self.next_request()),
+            State::Open { .. } => {
+                let frame = self.next_ack().or_else(|| self.next_request());
+                self.sync.piggyback |= frame.is_some();
+                let frame = frame.or_else(|| self.next_applied());
+                match frame {
+                    Some(frame) => {
+                        if let Some(k) = &mut self.keepalive {
+                            k.sent = true;
+                        }
+                        Some(frame)
+                    }
+                    None => {
+                        self.sync.piggyback = false;
+                        None
+                    }
+                }
+            }
             State::Leaving { bye_sent: true, .. } | State::Closed { .. } => None,
             State::Leaving { .. } => {
                 let next = self
@@ -753,10 +804,12 @@ impl Session {
             State::Greeting { deadline, .. } | State::Leaving { deadline, .. } => Some(*deadline),
             State::Open { .. } | State::Closed { .. } => None,
         };
+        let keepalive = self.keepalive.map(|k| k.next);
         self.pending
             .values()
             .filter_map(|p| p.deadline)
             .chain(state)
+            .chain(keepalive)
             .min()
     }
 
@@ -951,7 +1004,7 @@ impl Session {
         if let Down::Synced { batch, .. } = frame {
             // The answer to a `Have` superseded since: acknowledged, not applied.
             tracing::debug!(req, seq = batch.seq, "stale Synced discarded");
-            self.sync.received = Some(batch.seq);
+            self.received_batch(batch.seq);
             return;
         }
         let Some(pending) = self.pending.remove(&req) else {
@@ -1056,7 +1109,12 @@ impl Session {
 
     /// A batch arrived (`synced`: the answer to the awaited `Have`).
     fn batch(&mut self, batch: Batch, synced: bool) {
-        self.sync.received = Some(batch.seq);
+        self.received_batch(batch.seq);
+        if synced {
+            // The answer to the session's own `Have` is acknowledged at once (once per
+            // session): the gateway's window then starts empty.
+            self.sync.owed = self.sync.owed.max(ACK_EVERY);
+        }
         if !synced && self.sync.awaiting.is_some() {
             tracing::trace!(seq = batch.seq, "batch made for the old state discarded");
             return;
@@ -1089,18 +1147,44 @@ impl Session {
         }
     }
 
-    /// The `Applied` due now, if any: the last batch received (once the handshake is
-    /// confirmed).
+    /// The `Applied` due now, if any (once the handshake is confirmed): the last batch
+    /// received, when enough are owed, another frame went out, or a keep-alive is due.
     fn next_applied(&mut self) -> Option<Up> {
         if !self.confirmed {
             return None;
         }
-        let batch = self.sync.received?;
-        if self.sync.applied == Some(batch) {
+        let keepalive = self.keepalive.is_some_and(|k| k.due);
+        let owed = self.sync.received.is_some() && self.sync.applied != self.sync.received;
+        let due = owed && (self.sync.piggyback || self.sync.owed >= ACK_EVERY);
+        if !due && !keepalive {
             return None;
         }
-        self.sync.applied = Some(batch);
-        Some(Up::Applied { batch })
+        if let Some(k) = &mut self.keepalive {
+            k.due = false;
+        }
+        self.sync.applied = self.sync.received;
+        self.sync.owed = 0;
+        Some(Up::Applied {
+            batch: self.sync.received.unwrap_or(0),
+        })
+    }
+
+    /// Sends a frame at least every `every` while the link is otherwise quiet (see the
+    /// module documentation); `every` is the keep-alive interval.
+    pub fn keep_alive(&mut self, now: Instant, every: Duration) {
+        let tick = every / 2;
+        self.keepalive = (!tick.is_zero()).then_some(KeepAlive {
+            tick,
+            next: now + tick,
+            sent: false,
+            due: false,
+        });
+    }
+
+    /// A batch (or a `Synced`) numbered `seq` arrived: one more `Applied` is owed.
+    fn received_batch(&mut self, seq: u32) {
+        self.sync.received = Some(seq);
+        self.sync.owed += 1;
     }
 
     /// The `Ack` due now, if any: the highest item both taken and delivered here.
@@ -2222,7 +2306,9 @@ mod tests {
         );
         s.handle_frame(now, Down::Batch(b));
         assert_eq!(events(&mut s).len(), 2);
-        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 2 }]);
+        // One batch owed: its `Applied` waits for a second, another frame or a
+        // keep-alive.
+        assert!(transmit(&mut s).is_empty());
         s
     }
 
@@ -2320,10 +2406,34 @@ mod tests {
         assert_eq!(changed(&mut s).len(), 3);
         assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 5 }]);
         assert!(transmit(&mut s).is_empty(), "never repeated");
-        // An empty batch is acknowledged too.
+        // Lazy: one owed batch waits; a second makes it due (empty batches count).
         s.handle_frame(now, Down::Batch(sealed(6, vec![], &[])));
         assert!(events(&mut s).is_empty());
-        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 6 }]);
+        assert!(transmit(&mut s).is_empty());
+        s.handle_frame(now, Down::Batch(sealed(7, vec![], &[])));
+        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 7 }]);
+    }
+
+    #[test]
+    fn an_owed_applied_rides_with_other_frames_and_the_keep_alive_is_a_frame() {
+        let now = Instant::now();
+        let mut s = synced_with_bob_and_carol(now);
+        s.keep_alive(now, Duration::from_secs(20));
+        // Batch 2 is owed; a request carries it.
+        let req = s.fetch(now, BOB.into()).expect("fetch");
+        let frames = transmit(&mut s);
+        assert!(matches!(frames[0], Up::Fetch { req: r, .. } if r == req));
+        assert_eq!(frames[1], Up::Applied { batch: 2 });
+        // Something went out in this tick: no keep-alive at its end.
+        let tick = s.poll_timeout().expect("a keep-alive tick");
+        assert_eq!(tick, now + Duration::from_secs(10));
+        s.handle_timeout(tick);
+        assert!(transmit(&mut s).is_empty());
+        // A quiet tick: the keep-alive is an `Applied` the gateway sees as a frame.
+        let quiet = s.poll_timeout().expect("the next tick");
+        s.handle_timeout(quiet);
+        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 2 }]);
+        assert!(transmit(&mut s).is_empty());
     }
 
     #[test]
@@ -2360,14 +2470,15 @@ mod tests {
         assert_eq!(held_of(&s), vec![(2, 1)], "bob's slot is dropped");
         assert!(s.awaiting_sync());
         let frames = transmit(&mut s);
-        assert_eq!(frames, vec![Up::Applied { batch: 3 }, have(2, &[(2, 1)])]);
+        // The owed `Applied` rides behind the `Have`.
+        assert_eq!(frames, vec![have(2, &[(2, 1)]), Up::Applied { batch: 3 }]);
 
-        // Made for the old state: discarded, but acknowledged.
+        // Made for the old state: discarded, but acknowledged (lazily, with the answer).
         let stale = sealed(4, vec![delta(2, 2, 1, "x", "y")], &[(2, CAROL, 2, "y")]);
         s.handle_frame(now, Down::Batch(stale));
         assert!(events(&mut s).is_empty());
         assert_eq!(held_of(&s), vec![(2, 1)]);
-        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 4 }]);
+        assert!(transmit(&mut s).is_empty());
 
         // The answer: bob whole (with his name), carol's change as a delta.
         let synced = sealed(
@@ -2403,7 +2514,7 @@ mod tests {
         s.handle_frame(now, Down::Batch(b));
         assert_eq!(held_of(&s), vec![], "every slot of the batch is dropped");
         let frames = transmit(&mut s);
-        assert_eq!(frames[1], have(2, &[]));
+        assert_eq!(frames[0], have(2, &[]));
         // Bob is restated as he was: nothing to report; carol is not mentioned: her
         // subscription ended meanwhile.
         let synced = sealed(4, vec![full(1, 3, Some(BOB), "a")], &[(1, BOB, 3, "a")]);
@@ -2745,7 +2856,11 @@ mod tests {
         );
         assert!(events(&mut s).is_empty());
         assert_eq!(held_of(&s), vec![(1, 5)]);
-        assert_eq!(transmit(&mut s), vec![Up::Applied { batch: 3 }]);
+        // One owed: it waits (lazy), and goes with the next frame.
+        assert!(transmit(&mut s).is_empty());
+        s.set_mode(ClientMode::INACTIVE);
+        let frames = transmit(&mut s);
+        assert_eq!(frames[1], Up::Applied { batch: 3 });
     }
 
     #[test]

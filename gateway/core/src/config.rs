@@ -71,7 +71,8 @@ pub struct FlushPolicy {
     /// presentities have pending changes.
     pub batch_max: usize,
     /// Most batches sent to a session and not yet acknowledged with `Applied`; further
-    /// changes wait (and coalesce) until an acknowledgement comes.
+    /// changes wait (and coalesce) until an acknowledgement comes. Clients acknowledge
+    /// lazily (every second batch, or with their next frame), so this is at least 3.
     pub window: u32,
 }
 
@@ -82,7 +83,7 @@ impl Default for FlushPolicy {
             inactive_ms: 180_000,
             sleepy_ms: 3_600_000,
             batch_max: 64,
-            window: 2,
+            window: 4,
         }
     }
 }

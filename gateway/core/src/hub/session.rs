@@ -260,8 +260,8 @@ impl Hub {
         };
         let user = session.user.clone();
         // Anything the client sends means its radio is up: pending presence rides back
-        // with the answer. Acknowledgements are automatic and do not count.
-        let flushes = !matches!(frame, Up::Ack { .. } | Up::Applied { .. } | Up::Bye);
+        // with the answer (a client's keep-alive is an `Applied` for this reason).
+        let flushes = !matches!(frame, Up::Bye);
         self.request(now, conn, &user, frame, store)?;
         if flushes {
             self.flush(conn, true, store)?;

@@ -318,17 +318,17 @@ fn anything_the_client_sends_flushes_pending_presence_after_its_answer() {
 fn unacknowledged_batches_hold_later_changes_which_coalesce() {
     let (mut w, mut mirror) = watching(ClientMode::ACTIVE);
     let mut sent = Vec::new();
-    for i in 0..5 {
+    for i in 0..7 {
         w.publish(2, open(&format!("v{i}")));
         sent.extend(frames_to(&w.tick(50), 1));
     }
-    // Two batches fit the window; later changes wait, and coalesce.
-    assert_eq!(batches(&sent).len(), 2, "{sent:?}");
+    // Four batches fit the window; later changes wait, and coalesce.
+    assert_eq!(batches(&sent).len(), 4, "{sent:?}");
     mirror.read(&sent);
     let frames = frames_to(&w.frame(1, Up::Applied { batch: mirror.last }), 1);
     assert_eq!(batches(&frames).len(), 1);
     mirror.read(&frames);
-    assert_eq!(mirror.presence_of(BOB), Some(&open("v4")));
+    assert_eq!(mirror.presence_of(BOB), Some(&open("v6")));
 }
 
 #[test]
@@ -610,4 +610,16 @@ proptest! {
             prop_assert_eq!(mirror.presence_of(who), Some(&w.current(who)), "{}", who);
         }
     }
+}
+
+#[test]
+fn a_keep_alive_frame_brings_pending_presence_without_a_wakeup_of_its_own() {
+    let (mut w, mut mirror) = watching(ClientMode::INACTIVE);
+    w.publish(2, open("held back"));
+    assert!(frames_to(&w.tick(20_000), 1).is_empty());
+    // The client's keep-alive is an `Applied` (here acknowledging nothing new).
+    let frames = frames_to(&w.frame(1, Up::Applied { batch: mirror.last }), 1);
+    assert_eq!(batches(&frames).len(), 1);
+    mirror.read(&frames);
+    assert_eq!(mirror.presence_of(BOB), Some(&open("held back")));
 }

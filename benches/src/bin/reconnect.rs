@@ -23,17 +23,17 @@
 //! The exact definitions of the start and end of each measurement are in
 //! `docs/benchmarks.md` (section "reconnect").
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use tern_benches::env;
 use tern_benches::stats;
+use tern_benches::tap::{Datagram, Tap};
 use tern_client::{
     Client, ClientConfig, ClientError, ConnectionState, Event, Message, ReceiptStatus, SessionInfo,
     ZeroRtt, new_message_id,
@@ -42,7 +42,6 @@ use tern_gateway::config::{DomainEntry, GatewayConfig, Timeouts};
 use tern_gateway::runtime::{RunningGateway, start};
 use tern_gateway::users::{self, UserOptions};
 use tern_tests::linkem::{Impairment, LinkConfig, LinkStats, Linkem, Window};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -215,14 +214,6 @@ impl Traffic {
     }
 }
 
-/// One datagram the tap forwarded.
-#[derive(Debug, Clone, Copy)]
-struct Datagram {
-    up: bool,
-    len: usize,
-    at: Instant,
-}
-
 /// The datagrams the tap saw in a window, in order, and the window's start.
 #[derive(Debug, Clone)]
 struct Sizes {
@@ -267,109 +258,18 @@ impl Sizes {
     }
 }
 
-/// A UDP forwarder between the measured client and the link emulator that records the
-/// size of every datagram (the emulator only counts them). One socket towards the
-/// emulator per client source address, as each new connection has its own.
-struct Tap {
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<Datagram>>>,
-    task: JoinHandle<()>,
+/// The tap, with windows as this harness cuts them.
+trait Cut {
+    fn since_at(&self, mark: usize, t0: Instant) -> Sizes;
 }
 
-impl Tap {
-    async fn start(upstream: SocketAddr) -> Result<Self> {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-        let addr = front.local_addr()?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(tap(front, upstream, Arc::clone(&log)));
-        Ok(Self { addr, log, task })
-    }
-
-    /// How many datagrams it has seen so far: the start of a window.
-    fn mark(&self) -> usize {
-        self.log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// The datagrams seen since `mark`, taken at `t0`.
-    fn since(&self, mark: usize, t0: Instant) -> Sizes {
-        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+impl Cut for Tap {
+    fn since_at(&self, mark: usize, t0: Instant) -> Sizes {
         Sizes {
-            datagrams: log.get(mark..).unwrap_or_default().to_vec(),
+            datagrams: self.since(mark),
             t0,
         }
     }
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn tap(front: Arc<UdpSocket>, upstream: SocketAddr, log: Arc<Mutex<Vec<Datagram>>>) {
-    let mut backs: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
-    // Dropped (and so aborted) with this task.
-    let mut readers = JoinSet::new();
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        let (n, from) = match front.recv_from(&mut buf).await {
-            Ok(got) => got,
-            Err(err) if transient(&err) => continue,
-            Err(_) => return,
-        };
-        let back = match backs.get(&from) {
-            Some(back) => Arc::clone(back),
-            None => {
-                let Ok(back) = UdpSocket::bind("127.0.0.1:0").await else {
-                    continue;
-                };
-                if back.connect(upstream).await.is_err() {
-                    continue;
-                }
-                let back = Arc::new(back);
-                backs.insert(from, Arc::clone(&back));
-                let (front, reading, log) =
-                    (Arc::clone(&front), Arc::clone(&back), Arc::clone(&log));
-                readers.spawn(async move {
-                    let mut buf = vec![0u8; 65_535];
-                    loop {
-                        let n = match reading.recv(&mut buf).await {
-                            Ok(n) => n,
-                            Err(err) if transient(&err) => continue,
-                            Err(_) => return,
-                        };
-                        record(&log, false, n);
-                        let _ = front.send_to(buf.get(..n).unwrap_or_default(), from).await;
-                    }
-                });
-                back
-            }
-        };
-        record(&log, true, n);
-        let _ = back.send(buf.get(..n).unwrap_or_default()).await;
-    }
-}
-
-/// An error a UDP socket reports for an earlier datagram (ICMP), after which it works.
-fn transient(err: &std::io::Error) -> bool {
-    matches!(
-        err.kind(),
-        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
-    )
-}
-
-fn record(log: &Mutex<Vec<Datagram>>, up: bool, len: usize) {
-    let datagram = Datagram {
-        up,
-        len,
-        at: Instant::now(),
-    };
-    log.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(datagram);
 }
 
 /// One run of one case. Times are from the start of the (re)connection (`t0`).
@@ -587,7 +487,7 @@ impl Bench {
             .await?;
         let caught_up = events.all(&missed).unwrap_or(t0).duration_since(t0);
         let after = self.settle(&link).await;
-        let sizes = tap.since(mark, t0);
+        let sizes = tap.since_at(mark, t0);
         let info = client.session_info();
         finish(&client, events, link).await;
         Ok(Sample {
@@ -667,7 +567,7 @@ impl Bench {
         let opened = events.connected.unwrap_or(t0).duration_since(t0);
         let caught_up = events.all(&missed).unwrap_or(t0).duration_since(t0);
         let after = self.settle(&link).await;
-        let sizes = tap.since(mark, t0);
+        let sizes = tap.since_at(mark, t0);
         finish(&client, events, link).await;
         Ok(Sample {
             opened,
@@ -764,7 +664,7 @@ impl Bench {
         let first_ack = answered.duration_since(t0);
         let caught_up = events.all(&missed).unwrap_or(t0).duration_since(t0);
         let after = self.settle(&link).await;
-        let sizes = tap.since(mark, t0);
+        let sizes = tap.since_at(mark, t0);
         let info = client.session_info();
         finish(&client, events, link).await;
         Ok(Sample {

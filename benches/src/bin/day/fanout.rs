@@ -84,6 +84,7 @@ pub(crate) async fn fan_out(
                 sync,
                 mode: ClientMode::ACTIVE,
                 targets: vec![x.address.clone()],
+                keepalive: None,
             };
             groups[g].push(Phone::start(&endpoint, addr, spec, args.wait).await?);
         }

@@ -278,6 +278,7 @@ async fn run(args: Args) -> Result<()> {
             sync: *sync,
             mode: *mode,
             targets: targets.clone(),
+            keepalive,
         };
         let opened = Instant::now();
         let phone = Phone::start(&endpoint, tap.addr, spec, args.wait).await?;

@@ -1,15 +1,12 @@
-//! QUIC endpoints for the harness's own sessions, and a tap that timestamps every
-//! datagram between a phone and its emulated link.
+//! QUIC endpoints for the harness's own sessions. (The tap that timestamps every
+//! datagram between a phone and its emulated link is `tern_benches::tap`.)
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use quinn::crypto::rustls::QuicClientConfig;
-use tokio::net::UdpSocket;
-use tokio::task::{JoinHandle, JoinSet};
 
 /// A client endpoint on loopback trusting `cert_pem`, speaking tern's ALPN, with this
 /// keep-alive interval (none when `None`) and idle timeout. Flow-control windows are a
@@ -42,108 +39,4 @@ pub(crate) fn endpoint(
     Ok(endpoint)
 }
 
-/// One datagram the tap forwarded.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Datagram {
-    /// Phone to gateway.
-    pub(crate) up: bool,
-    /// UDP payload bytes.
-    pub(crate) len: usize,
-    pub(crate) at: Instant,
-}
-
-/// A UDP forwarder between a phone and its link emulator that records the size and time
-/// of every datagram, as the phone's radio sees them (the emulator only counts them).
-/// One socket towards the emulator per phone source address.
-pub(crate) struct Tap {
-    pub(crate) addr: SocketAddr,
-    log: Arc<Mutex<Vec<Datagram>>>,
-    task: JoinHandle<()>,
-}
-
-impl Tap {
-    pub(crate) async fn start(upstream: SocketAddr) -> Result<Self> {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-        let addr = front.local_addr()?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(tap(front, upstream, Arc::clone(&log)));
-        Ok(Self { addr, log, task })
-    }
-
-    /// Every datagram so far.
-    pub(crate) fn datagrams(&self) -> Vec<Datagram> {
-        self.log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn tap(front: Arc<UdpSocket>, upstream: SocketAddr, log: Arc<Mutex<Vec<Datagram>>>) {
-    let mut backs: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
-    // Dropped (and so aborted) with this task.
-    let mut readers = JoinSet::new();
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        let (n, from) = match front.recv_from(&mut buf).await {
-            Ok(got) => got,
-            Err(err) if transient(&err) => continue,
-            Err(_) => return,
-        };
-        let back = match backs.get(&from) {
-            Some(back) => Arc::clone(back),
-            None => {
-                let Ok(back) = UdpSocket::bind("127.0.0.1:0").await else {
-                    continue;
-                };
-                if back.connect(upstream).await.is_err() {
-                    continue;
-                }
-                let back = Arc::new(back);
-                backs.insert(from, Arc::clone(&back));
-                let (front, reading, log) =
-                    (Arc::clone(&front), Arc::clone(&back), Arc::clone(&log));
-                readers.spawn(async move {
-                    let mut buf = vec![0u8; 65_535];
-                    loop {
-                        let n = match reading.recv(&mut buf).await {
-                            Ok(n) => n,
-                            Err(err) if transient(&err) => continue,
-                            Err(_) => return,
-                        };
-                        record(&log, false, n);
-                        let _ = front.send_to(buf.get(..n).unwrap_or_default(), from).await;
-                    }
-                });
-                back
-            }
-        };
-        record(&log, true, n);
-        let _ = back.send(buf.get(..n).unwrap_or_default()).await;
-    }
-}
-
-/// An error a UDP socket reports for an earlier datagram (ICMP), after which it works.
-fn transient(err: &std::io::Error) -> bool {
-    matches!(
-        err.kind(),
-        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
-    )
-}
-
-fn record(log: &Mutex<Vec<Datagram>>, up: bool, len: usize) {
-    let datagram = Datagram {
-        up,
-        len,
-        at: Instant::now(),
-    };
-    log.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(datagram);
-}
+pub(crate) use tern_benches::tap::{Datagram, Tap};

@@ -2,8 +2,10 @@
 //! sends and receives is counted: `Open` (with or without `Open::SYNC`), `Have`, one
 //! `Subscribe` per contact, then whatever the gateway pushes. A synchronised session keeps
 //! a mirror of its slots as `tern-client` does (apply each delta, verify the batch's
-//! CRC, acknowledge with one coalesced `Applied` per read); a plain one keeps the last
-//! `Notify` per contact.
+//! CRC) and acknowledges as `tern-client` does: lazily, every second batch (the `Have`'s
+//! answer at once), and as its keep-alive (an `Applied` after half a keep-alive interval
+//! without writing). A plain one keeps the last `Notify` per contact and leaves keep-alives
+//! to QUIC PINGs.
 //!
 //! It records every frame (time, direction, encoded size, whether it carries presence)
 //! and the first moment it held each publish of each contact, for the report to cut
@@ -36,6 +38,8 @@ pub(crate) struct Spec {
     pub(crate) mode: ClientMode,
     /// Presentities to subscribe to, in order.
     pub(crate) targets: Vec<String>,
+    /// The keep-alive interval of a synchronised device (real time), sent as frames.
+    pub(crate) keepalive: Option<std::time::Duration>,
 }
 
 /// One frame sent or received.
@@ -118,6 +122,8 @@ impl Phone {
             synced: false,
             last_batch: 0,
             applied: 0,
+            owed: 0,
+            wrote: false,
             ready: Some(ready_tx),
         };
         let user = session.spec.user.clone();
@@ -177,8 +183,15 @@ struct Session {
     synced: bool,
     last_batch: u32,
     applied: u32,
+    /// Batches received since the last `Applied`.
+    owed: u32,
+    /// Whether anything was written during the current keep-alive tick.
+    wrote: bool,
     ready: Option<oneshot::Sender<()>>,
 }
+
+/// `tern_client::session::ACK_EVERY`: an `Applied` goes when this many batches are owed.
+const ACK_EVERY: u32 = 2;
 
 impl Session {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) -> Result<()> {
@@ -209,8 +222,26 @@ impl Session {
             });
         }
         self.write(&first).await?;
+        let tick = self
+            .spec
+            .keepalive
+            .filter(|_| self.spec.sync)
+            .map(|k| k / 2)
+            .filter(|t| !t.is_zero());
+        let mut ticks = tokio::time::interval(tick.unwrap_or(std::time::Duration::from_secs(3600)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
         loop {
             tokio::select! {
+                _ = ticks.tick(), if tick.is_some() => {
+                    // As tern-client: a tick without a write sends one, which counts
+                    // as this tick's write, so a quiet link sends one every interval.
+                    if !std::mem::take(&mut self.wrote) {
+                        self.applied = self.last_batch;
+                        self.owed = 0;
+                        self.write(&[Up::Applied { batch: self.last_batch }]).await?;
+                    }
+                }
                 chunk = self.recv.read_chunk(64 * 1024, true) => {
                     match chunk? {
                         Some(chunk) => {
@@ -246,6 +277,7 @@ impl Session {
             }
         }
         self.send.write_all(&bytes).await?;
+        self.wrote = true;
         Ok(())
     }
 
@@ -255,8 +287,9 @@ impl Session {
         while let Some(frame) = self.buf.next_frame::<Down>()? {
             self.handle(now, frame)?;
         }
-        if self.spec.sync && self.last_batch != self.applied {
+        if self.spec.sync && self.last_batch != self.applied && self.owed >= ACK_EVERY {
             self.applied = self.last_batch;
+            self.owed = 0;
             self.write(&[Up::Applied {
                 batch: self.last_batch,
             }])
@@ -311,9 +344,14 @@ impl Session {
             }
             Down::Synced { batch, .. } => {
                 self.synced = true;
+                // The answer to the device's own `Have` is acknowledged at once.
+                self.owed = ACK_EVERY;
                 self.apply(now, batch)?;
             }
-            Down::Batch(batch) => self.apply(now, batch)?,
+            Down::Batch(batch) => {
+                self.owed += 1;
+                self.apply(now, batch)?;
+            }
             Down::Fail { req, code, text } => {
                 self.answered += 1;
                 self.lock()

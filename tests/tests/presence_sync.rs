@@ -111,3 +111,38 @@ async fn a_background_client_gets_presence_with_its_next_message_or_when_it_come
     .await;
     assert_eq!(note(&doc).as_deref(), Some("free"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_sensor_reads_asleep_until_its_wake_time_then_out_of_contact() {
+    let gw = Harness::start_with(|c| c.timeouts.resume_window_ms = 1_000).await;
+    let sensor = gw.user("sensor@example.com").await;
+    let watcher = gw.user("watcher@example.com").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut asleep = open_presence("greenhouse");
+    asleep.tuples[0].basic = tern_client::Basic::Closed;
+    asleep.tuples[0].availability = Some(tern_client::Availability::ASLEEP);
+    asleep.tuples[0].ext = vec![tern_client::Ext::wake(now + 2)];
+    sensor.publish(asleep).await.expect("published");
+    // The device says goodbye and sleeps: it is asleep, not dead.
+    sensor.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let doc = watcher
+        .fetch("sensor@example.com".into())
+        .await
+        .expect("fetched");
+    let tuple = &doc.presence.tuples[0];
+    assert!(tuple.asleep(), "{doc:?}");
+    assert_eq!(tuple.wake_at(), Some(now + 2));
+    // It did not come back by its wake time plus the grace period: out of contact.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let doc = watcher
+        .fetch("sensor@example.com".into())
+        .await
+        .expect("fetched");
+    let tuple = &doc.presence.tuples[0];
+    assert!(!tuple.asleep() && tuple.wake_at().is_none(), "{doc:?}");
+    assert_eq!(tuple.note.as_deref(), Some("greenhouse"));
+}

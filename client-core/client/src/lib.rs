@@ -102,6 +102,8 @@ mod outbox;
 pub mod roster;
 pub mod session;
 mod state;
+#[cfg(test)]
+mod testing;
 
 pub use client::{
     Client, ConnectionState, Event, FetchIf, MESSAGE_ID_LEN, SendOutcome, SessionInfo, ZeroRtt,

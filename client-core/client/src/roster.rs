@@ -376,67 +376,8 @@ fn updated_ms(time: u64, age: u32, version: Version) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{TIME, delta, full, noted, sealed};
     use tern_wire::delta::Op;
-    use tern_wire::{Basic, Presence, Tuple};
-
-    const TIME: u64 = 1_700_000_000;
-
-    fn presence(note: &str) -> Presence {
-        Presence {
-            tuples: vec![Tuple {
-                id: "phone".into(),
-                basic: Basic::Open,
-                availability: None,
-                contact: None,
-                note: Some(note.into()),
-                at: None,
-                ext: vec![],
-            }],
-            card: vec![],
-        }
-    }
-
-    fn full(slot: Slot, version: Version, name: Option<&str>, note: &str) -> Change {
-        Change::Full {
-            slot,
-            version,
-            age: 10,
-            name: name.map(Into::into),
-            presence: presence(note),
-        }
-    }
-
-    fn delta(slot: Slot, version: Version, back: u32, from: &str, to: &str) -> Change {
-        let ops = delta::diff(&presence(from), &presence(to)).unwrap();
-        Change::Delta {
-            slot,
-            version,
-            back,
-            age: 0,
-            ops,
-        }
-    }
-
-    /// A batch with the checksum the gateway would compute, given the names of slots.
-    fn batch(seq: u32, changes: Vec<Change>, results: &[(Slot, &str, Version, &str)]) -> Batch {
-        let mut check = Check::new();
-        let mut results = results.iter();
-        for change in &changes {
-            match change {
-                Change::Gone { slot } => check.gone(*slot),
-                _ => {
-                    let (slot, name, version, note) = results.next().unwrap();
-                    check.state(*slot, name, *version, &presence(note));
-                }
-            }
-        }
-        Batch {
-            seq,
-            time: TIME,
-            check: check.finish(),
-            changes,
-        }
-    }
 
     fn names(changes: &[RosterChange]) -> Vec<String> {
         changes
@@ -458,7 +399,7 @@ mod tests {
 
     fn with_bob_and_carol() -> Roster {
         let mut roster = Roster::new();
-        let b = batch(
+        let b = sealed(
             1,
             vec![
                 full(1, 3, Some("bob@example.com"), "a"),
@@ -479,9 +420,9 @@ mod tests {
         assert_eq!(held(&mut roster), vec![(1, 3), (2, 1)]);
         let bob = roster.get("bob@example.com").unwrap();
         assert_eq!(bob.doc.updated, (TIME - 10) * 1000);
-        assert_eq!(bob.doc.presence, presence("a"));
+        assert_eq!(bob.doc.presence, noted("a"));
 
-        let b = batch(
+        let b = sealed(
             2,
             vec![
                 delta(1, 5, 2, "a", "b"),
@@ -500,14 +441,14 @@ mod tests {
         );
         assert_eq!(
             roster.get("bob@example.com").unwrap().doc.presence,
-            presence("b")
+            noted("b")
         );
         assert_eq!(
             roster.get("bob@example.com").unwrap().doc.updated,
             TIME * 1000
         );
 
-        let b = batch(3, vec![Change::Gone { slot: 2 }], &[]);
+        let b = sealed(3, vec![Change::Gone { slot: 2 }], &[]);
         let changes = roster.apply(&b, false).unwrap();
         assert_eq!(names(&changes), vec!["-carol@example.com"]);
         assert_eq!(roster.get("carol@example.com"), None);
@@ -517,7 +458,7 @@ mod tests {
     #[test]
     fn a_restatement_of_the_same_state_is_no_change() {
         let mut roster = with_bob_and_carol();
-        let b = batch(
+        let b = sealed(
             2,
             vec![full(1, 3, None, "a")],
             &[(1, "bob@example.com", 3, "a")],
@@ -529,7 +470,7 @@ mod tests {
     fn a_wrong_base_drops_the_batchs_slots_and_nothing_else() {
         let mut roster = with_bob_and_carol();
         let generation = roster.generation();
-        let b = batch(
+        let b = sealed(
             2,
             vec![full(2, 2, None, "y"), delta(1, 5, 1, "a", "b")],
             &[
@@ -552,19 +493,19 @@ mod tests {
         // The answer to the next Have restates bob unchanged (no event) and carol
         // changed; a slot set aside that it does not mention has ended.
         let mut roster = with_bob_and_carol();
-        let b = batch(
+        let b = sealed(
             2,
             vec![delta(1, 5, 9, "a", "b")],
             &[(1, "bob@example.com", 5, "b")],
         );
         assert!(roster.apply(&b, false).is_err());
-        let b = batch(
+        let b = sealed(
             3,
             vec![delta(2, 2, 7, "x", "y")],
             &[(2, "carol@example.com", 2, "y")],
         );
         assert!(roster.apply(&b, false).is_err());
-        let synced = batch(
+        let synced = sealed(
             4,
             vec![full(1, 3, Some("bob@example.com"), "a")],
             &[(1, "bob@example.com", 3, "a")],
@@ -577,7 +518,7 @@ mod tests {
     #[test]
     fn a_checksum_mismatch_is_lost_track() {
         let mut roster = with_bob_and_carol();
-        let mut b = batch(
+        let mut b = sealed(
             2,
             vec![full(1, 4, None, "b")],
             &[(1, "bob@example.com", 4, "b")],
@@ -591,13 +532,13 @@ mod tests {
     #[test]
     fn unknown_slots_are_lost_track() {
         let mut roster = Roster::new();
-        let b = batch(
+        let b = sealed(
             1,
             vec![full(7, 1, None, "a")],
             &[(7, "x@example.com", 1, "a")],
         );
         assert_eq!(roster.apply(&b, false), Err(LostTrack::UnknownSlot(7)));
-        let b = batch(
+        let b = sealed(
             1,
             vec![delta(7, 2, 1, "a", "b")],
             &[(7, "x@example.com", 2, "b")],
@@ -612,12 +553,12 @@ mod tests {
             vec![Op::Remove { i: 255 }],
             vec![Op::Insert {
                 i: 200,
-                tuple: presence("z").tuples[0].clone(),
+                tuple: noted("z").tuples[0].clone(),
             }],
             vec![
                 Op::Insert {
                     i: 0,
-                    tuple: presence("z").tuples[0].clone(),
+                    tuple: noted("z").tuples[0].clone(),
                 };
                 40
             ],
@@ -644,7 +585,7 @@ mod tests {
         }
         // Underflowing bases and huge ages are refused or clamped, not panics.
         let mut roster = with_bob_and_carol();
-        let b = batch(
+        let b = sealed(
             2,
             vec![delta(1, 0, u32::MAX, "a", "b")],
             &[(1, "bob@example.com", 0, "b")],
@@ -664,7 +605,7 @@ mod tests {
         let doc = PresenceDoc {
             presentity: "dave@example.com".into(),
             updated: 5,
-            presence: presence("d"),
+            presence: noted("d"),
         };
         roster.subscribed(4, 0, doc.clone());
         assert_eq!(roster.get("dave@example.com").unwrap().doc, doc);
@@ -711,7 +652,7 @@ mod tests {
         );
         assert_eq!(roster.get("carol@example.com"), None);
         // Restated whole in the answer: no change to report.
-        let synced = batch(
+        let synced = sealed(
             2,
             vec![full(2, 1, Some("carol@example.com"), "x")],
             &[(2, "carol@example.com", 1, "x")],

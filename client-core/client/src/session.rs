@@ -1261,6 +1261,7 @@ pub fn up_name(frame: &Up) -> &'static str {
 mod tests {
     use super::*;
     use crate::roster::Roster;
+    use crate::testing::{TIME, delta, full, noted, sealed};
     use std::sync::{Arc, Mutex};
     use tern_wire::delta::Check;
     use tern_wire::{Basic, Change, Held, Tuple};
@@ -1379,8 +1380,6 @@ mod tests {
     fn events(s: &mut Session) -> Vec<SessionEvent> {
         std::iter::from_fn(|| s.poll_event()).collect()
     }
-
-    const TIME: u64 = 1_700_000_000;
 
     fn have(req: ReqId, held: &[(u32, u64)]) -> Up {
         Up::Have(Have {
@@ -2217,64 +2216,6 @@ mod tests {
 
     const BOB: &str = "bob@example.com";
     const CAROL: &str = "carol@example.com";
-
-    fn noted(note: &str) -> Presence {
-        Presence {
-            tuples: vec![Tuple {
-                id: "phone".into(),
-                basic: Basic::Open,
-                availability: None,
-                contact: None,
-                note: Some(note.into()),
-                at: None,
-                ext: vec![],
-            }],
-            card: vec![],
-        }
-    }
-
-    fn full(slot: u32, version: u64, name: Option<&str>, note: &str) -> Change {
-        Change::Full {
-            slot,
-            version,
-            age: 0,
-            name: name.map(Into::into),
-            presence: noted(note),
-        }
-    }
-
-    fn delta(slot: u32, version: u64, back: u32, from: &str, to: &str) -> Change {
-        let ops = tern_wire::delta::diff(&noted(from), &noted(to)).expect("a delta");
-        Change::Delta {
-            slot,
-            version,
-            back,
-            age: 0,
-            ops,
-        }
-    }
-
-    /// A batch whose checksum is the gateway's for these resulting states (one per Full
-    /// or Delta, in order; Gone changes need none).
-    fn sealed(seq: u32, changes: Vec<Change>, states: &[(u32, &str, u64, &str)]) -> Batch {
-        let mut check = Check::new();
-        let mut states = states.iter();
-        for change in &changes {
-            match change {
-                Change::Gone { slot } => check.gone(*slot),
-                _ => {
-                    let (slot, name, version, note) = states.next().expect("a state per change");
-                    check.state(*slot, name, *version, &noted(note));
-                }
-            }
-        }
-        Batch {
-            seq,
-            time: TIME,
-            check: check.finish(),
-            changes,
-        }
-    }
 
     fn entry(slot: u32, version: u64, name: &str, note: &str) -> CachedPresence {
         CachedPresence {

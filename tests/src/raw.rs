@@ -21,6 +21,8 @@ pub struct RawSession {
     pub send: quinn::SendStream,
     /// The session stream, gateway to client.
     pub recv: quinn::RecvStream,
+    /// Every byte read from the session stream, in order.
+    pub transcript: Vec<u8>,
     buf: FrameBuf,
 }
 
@@ -31,6 +33,11 @@ pub fn endpoint(cert_pem: &[u8]) -> quinn::Endpoint {
 
 /// [`endpoint`], optionally keeping TLS session tickets and sending 0-RTT data with them.
 pub fn endpoint_with(cert_pem: &[u8], early_data: bool) -> quinn::Endpoint {
+    endpoint_on(cert_pem, early_data, SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// [`endpoint_with`], bound to `bind` (e.g. another loopback address, to tell peers apart).
+pub fn endpoint_on(cert_pem: &[u8], early_data: bool, bind: SocketAddr) -> quinn::Endpoint {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut &cert_pem[..]) {
         roots.add(cert.expect("PEM certificate")).expect("trusted");
@@ -52,8 +59,7 @@ pub fn endpoint_with(cert_pem: &[u8], early_data: bool) -> quinn::Endpoint {
     transport.stream_receive_window(quinn::VarInt::from_u32(32 * 1024));
     transport.receive_window(quinn::VarInt::from_u32(64 * 1024));
     config.transport_config(Arc::new(transport));
-    let mut endpoint =
-        quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client socket");
+    let mut endpoint = quinn::Endpoint::client(bind).expect("client socket");
     endpoint.set_default_client_config(config);
     endpoint
 }
@@ -61,7 +67,12 @@ pub fn endpoint_with(cert_pem: &[u8], early_data: bool) -> quinn::Endpoint {
 impl RawSession {
     /// Connects and opens the session stream (nothing is sent yet).
     pub async fn open(addr: SocketAddr, cert_pem: &[u8]) -> Self {
-        let endpoint = endpoint(cert_pem);
+        Self::open_from(addr, cert_pem, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// [`Self::open`] from a client socket bound to `bind`.
+    pub async fn open_from(addr: SocketAddr, cert_pem: &[u8], bind: SocketAddr) -> Self {
+        let endpoint = endpoint_on(cert_pem, false, bind);
         let conn = endpoint
             .connect(addr, "localhost")
             .expect("connect")
@@ -73,6 +84,7 @@ impl RawSession {
             endpoint,
             send,
             recv,
+            transcript: Vec::new(),
             buf: FrameBuf::new(tern_wire::limits::FRAME_MAX),
         }
     }
@@ -125,7 +137,10 @@ impl RawSession {
             }
             let chunk = tokio::time::timeout(wait, self.recv.read_chunk(64 * 1024, true));
             match chunk.await {
-                Ok(Ok(Some(chunk))) => self.buf.extend(&chunk.bytes),
+                Ok(Ok(Some(chunk))) => {
+                    self.transcript.extend_from_slice(&chunk.bytes);
+                    self.buf.extend(&chunk.bytes);
+                }
                 _ => return None,
             }
         }
@@ -152,7 +167,10 @@ impl RawSession {
                     Err(e) => panic!("gateway sent a bad frame: {e}"),
                 }
                 match self.recv.read_chunk(64 * 1024, true).await {
-                    Ok(Some(chunk)) => self.buf.extend(&chunk.bytes),
+                    Ok(Some(chunk)) => {
+                        self.transcript.extend_from_slice(&chunk.bytes);
+                        self.buf.extend(&chunk.bytes);
+                    }
                     Ok(None) | Err(_) => return None,
                 }
             }

@@ -495,6 +495,10 @@ impl Driver {
             Reply::Failed { code, text } => {
                 self.settle(id, Err(ClientError::Failed { code: code.0, text }));
             }
+            // Refused for now: the caller hears why and when to send it again.
+            Reply::Limited { retry_after } => {
+                self.settle(id, Err(ClientError::RateLimited { retry_after }));
+            }
             // Unanswered: it goes again on the next session; its callers keep waiting.
             Reply::TimedOut
             | Reply::Lost
@@ -684,6 +688,7 @@ fn answer(reply: Reply) -> Result<Answer, ClientError> {
         Reply::Unchanged => Ok(Answer::Unchanged),
         Reply::Versioned { version, doc } => Ok(Answer::Versioned(version, doc)),
         Reply::Failed { code, text } => Err(ClientError::Failed { code: code.0, text }),
+        Reply::Limited { retry_after } => Err(ClientError::RateLimited { retry_after }),
         Reply::TimedOut => Err(ClientError::Timeout),
         Reply::Lost => Err(ClientError::closed(
             "the session ended before the answer came",

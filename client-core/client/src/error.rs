@@ -46,6 +46,13 @@ pub enum ClientError {
         /// The gateway's explanation, for people.
         text: String,
     },
+    /// The principal is over one of the gateway's rate limits; nothing was changed. The
+    /// same request is accepted after `retry_after`.
+    #[error("rate limited: retry after {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// How long to wait before trying again.
+        retry_after: std::time::Duration,
+    },
     /// The link is down and the client is reconnecting; try again after
     /// `ConnectionState::Connected`. Nothing was sent. (Messages are not refused this
     /// way: they wait in the outbox.)

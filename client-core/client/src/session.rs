@@ -279,6 +279,12 @@ pub enum Reply {
         /// Why, for people.
         text: String,
     },
+    /// `Limited`: the principal is over a rate limit; nothing was changed; the same
+    /// request is accepted after `retry_after`.
+    Limited {
+        /// How long to wait.
+        retry_after: Duration,
+    },
     /// No answer came within the request timeout; a late answer is ignored. What became
     /// of the request is unknown. (Never for a `Send`, which waits for its receipt.)
     TimedOut,
@@ -1018,6 +1024,9 @@ impl Session {
         };
         let reply = match (pending.kind, frame) {
             (_, Down::Fail { code, text, .. }) => Reply::Failed { code, text },
+            (_, Down::Limited { retry_after, .. }) => Reply::Limited {
+                retry_after: Duration::from_millis(u64::from(retry_after)),
+            },
             (Kind::Publish, Down::Ok { .. }) => Reply::Done,
             (Kind::Unsubscribe, Down::Ok { .. }) => {
                 if let Some(target) = &pending.target {
@@ -1235,6 +1244,7 @@ pub fn down_name(frame: &Down) -> &'static str {
         Down::Synced { .. } => "Synced",
         Down::Subscribed { .. } => "Subscribed",
         Down::Versioned { .. } => "Versioned",
+        Down::Limited { .. } => "Limited",
     }
 }
 

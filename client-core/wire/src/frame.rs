@@ -245,6 +245,15 @@ pub enum Down {
         /// The document as this fetcher may see it.
         doc: PresenceDoc,
     },
+    /// 13: the request was refused, and nothing changed, because its principal is over
+    /// a rate limit ([`ErrorCode::RATE_LIMITED`]); the same request will be accepted
+    /// after `retry_after`.
+    Limited {
+        /// Request id.
+        req: ReqId,
+        /// How long to wait before trying again, ms.
+        retry_after: u32,
+    },
 }
 
 /// The gateway's answer to a good [`Open`].
@@ -317,7 +326,8 @@ impl Down {
             | Self::Receipt { req, .. }
             | Self::Synced { req, .. }
             | Self::Subscribed { req, .. }
-            | Self::Versioned { req, .. } => Some(*req),
+            | Self::Versioned { req, .. }
+            | Self::Limited { req, .. } => Some(*req),
             Self::Welcome(_)
             | Self::Opened(_)
             | Self::Notify { .. }

@@ -386,6 +386,15 @@ fn applied() {
 }
 
 #[test]
+fn limited() {
+    let frame = Down::Limited {
+        req: REQ,
+        retry_after: 1_500,
+    };
+    within(&frame, 6);
+}
+
+#[test]
 fn mode() {
     within(
         &Up::Mode {

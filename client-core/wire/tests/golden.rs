@@ -666,6 +666,18 @@ fn down_12_versioned() {
     );
 }
 
+#[test]
+fn down_13_limited() {
+    let frame = Down::Limited {
+        req: 5,
+        retry_after: 1500,
+    };
+    golden(
+        &frame,
+        "04 0d 05 dc0b # length 4, Down::Limited, req 5, retry after 1500 ms",
+    );
+}
+
 /// Every [`Op`] and [`Field`] variant, without the frame's length prefix.
 #[test]
 fn delta_ops() {
@@ -807,6 +819,7 @@ fn down_tag(frame: &Down) -> u8 {
         Down::Synced { .. } => 10,
         Down::Subscribed { .. } => 11,
         Down::Versioned { .. } => 12,
+        Down::Limited { .. } => 13,
     }
 }
 
@@ -920,6 +933,10 @@ fn variant_tags_are_positions() {
             req: 1,
             version: 1,
             doc,
+        },
+        Down::Limited {
+            req: 1,
+            retry_after: 1,
         },
     ];
     for (i, frame) in downs.iter().enumerate() {

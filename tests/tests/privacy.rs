@@ -7,11 +7,12 @@
 
 use std::net::SocketAddr;
 
+use tern_gateway::config::{DomainEntry, DomainTable, RateTable};
 use tern_tests::raw::RawSession;
 use tern_tests::{Harness, open_presence};
 use tern_wire::{ClientMode, Down, Have, Hello, Message, Open, Up, VERSION};
 
-const KINDS: usize = 13;
+const KINDS: usize = 14;
 
 /// The position of a frame kind; exhaustive on purpose.
 fn kind(frame: &Down) -> usize {
@@ -29,6 +30,7 @@ fn kind(frame: &Down) -> usize {
         Down::Synced { .. } => 10,
         Down::Subscribed { .. } => 11,
         Down::Versioned { .. } => 12,
+        Down::Limited { .. } => 13,
     }
 }
 
@@ -55,7 +57,21 @@ async fn until(s: &mut RawSession, seen: &mut [bool; KINDS], done: impl Fn(&Down
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_frame_carries_the_other_partys_address() {
-    let gw = Harness::start().await;
+    // Fetches are rate limited low, so that `Limited` is among the frames.
+    let gw = Harness::start_with(|c| {
+        let rates = RateTable {
+            fetches_per_minute: 60,
+            burst: 3,
+            ..RateTable::default()
+        };
+        c.domains = vec![DomainEntry::Table(DomainTable {
+            name: "example.com".into(),
+            presence: true,
+            im: true,
+            rates,
+        })];
+    })
+    .await;
     let (alice, bob) = ("alice@example.com", "bob@example.com");
     let alice_token = gw.add_user(alice);
     let bob_token = gw.add_user(bob);
@@ -118,6 +134,11 @@ async fn no_frame_carries_the_other_partys_address() {
     })
     .await;
     until(&mut plain, &mut seen, |f| matches!(f, Down::Deliver { .. })).await;
+    for req in 10..14 {
+        let target = bob.to_string();
+        plain.send(&Up::Fetch { req, target }).await;
+    }
+    until(&mut plain, &mut seen, |f| matches!(f, Down::Limited { .. })).await;
     let target = bob.to_string();
     plain.send(&Up::Unsubscribe { req: 5, target }).await;
     until(&mut plain, &mut seen, |f| matches!(f, Down::Ok { .. })).await;

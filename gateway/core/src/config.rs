@@ -12,6 +12,35 @@ pub struct DomainConfig {
     pub presence: bool,
     /// Whether the instant-message service runs for this domain.
     pub im: bool,
+    /// Rate limits for this domain's principals.
+    pub rates: RateLimits,
+}
+
+/// How many requests of each kind one principal may make: `per_minute` on average,
+/// with bursts of up to `burst` at once (a token bucket, GCRA). A rate of 0 means no
+/// limit. Over a limit, a request is answered `Limited { retry_after }` and changes
+/// nothing; other principals are unaffected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// `Send` requests (instant messages).
+    pub messages_per_minute: u32,
+    /// `Subscribe` requests.
+    pub subscriptions_per_minute: u32,
+    /// `Fetch` and `FetchIf` requests (fetchers and pollers).
+    pub fetches_per_minute: u32,
+    /// The largest burst of each kind.
+    pub burst: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            messages_per_minute: 600,
+            subscriptions_per_minute: 600,
+            fetches_per_minute: 600,
+            burst: 100,
+        }
+    }
 }
 
 impl DomainConfig {
@@ -21,6 +50,7 @@ impl DomainConfig {
             name: name.into(),
             presence: true,
             im: true,
+            rates: RateLimits::default(),
         }
     }
 }

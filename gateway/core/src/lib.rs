@@ -19,7 +19,7 @@ pub mod hub;
 pub mod store;
 pub mod validate;
 
-pub use config::{CacheSizes, DomainConfig, FlushPolicy, HubConfig};
+pub use config::{CacheSizes, DomainConfig, FlushPolicy, HubConfig, RateLimits};
 pub use hub::{Action, ConnId, Hub, Millis};
 pub use store::{
     DeviceRecord, MemStore, SentRecord, Store, StoreError, Subscription, UserRecord, Versioned,

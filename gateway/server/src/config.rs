@@ -93,6 +93,48 @@ pub struct DomainTable {
     /// Whether the instant-message service runs (default true).
     #[serde(default = "yes")]
     pub im: bool,
+    /// Rate limits of the domain's principals (defaults: the core's).
+    #[serde(default)]
+    pub rates: RateTable,
+}
+
+/// `[domains.rates]`: how many requests of each kind one principal may make per minute
+/// on average, with bursts of up to `burst`; 0 turns a limit off. Over a limit a request
+/// is answered `Limited` with the time to wait, and nothing changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateTable {
+    /// `Send` requests (instant messages).
+    pub messages_per_minute: u32,
+    /// `Subscribe` requests.
+    pub subscriptions_per_minute: u32,
+    /// `Fetch` and `FetchIf` requests.
+    pub fetches_per_minute: u32,
+    /// The largest burst of each kind (at least 1).
+    pub burst: u32,
+}
+
+impl Default for RateTable {
+    fn default() -> Self {
+        let core = tern_gateway_core::RateLimits::default();
+        Self {
+            messages_per_minute: core.messages_per_minute,
+            subscriptions_per_minute: core.subscriptions_per_minute,
+            fetches_per_minute: core.fetches_per_minute,
+            burst: core.burst,
+        }
+    }
+}
+
+impl RateTable {
+    fn to_limits(self) -> tern_gateway_core::RateLimits {
+        tern_gateway_core::RateLimits {
+            messages_per_minute: self.messages_per_minute,
+            subscriptions_per_minute: self.subscriptions_per_minute,
+            fetches_per_minute: self.fetches_per_minute,
+            burst: self.burst.max(1),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -535,10 +577,16 @@ impl DomainEntry {
     pub fn to_config(&self) -> DomainConfig {
         match self {
             Self::Name(name) => DomainConfig::new(name.clone()),
-            Self::Table(DomainTable { name, presence, im }) => DomainConfig {
+            Self::Table(DomainTable {
+                name,
+                presence,
+                im,
+                rates,
+            }) => DomainConfig {
                 name: name.clone(),
                 presence: *presence,
                 im: *im,
+                rates: rates.to_limits(),
             },
         }
     }
@@ -648,6 +696,27 @@ mod tests {
         );
         few_bytes.limits.body_max = 8 * 1024;
         few_bytes.validate().unwrap();
+    }
+
+    #[test]
+    fn rate_limits_are_set_per_domain_and_default_to_the_cores() {
+        let config = GatewayConfig::from_toml(
+            r#"
+            domains = [
+                "example.com",
+                { name = "iot.example", rates = { messages_per_minute = 6, burst = 2 } },
+            ]
+            "#,
+        )
+        .expect("parses");
+        let hub = config.hub_config();
+        let core = tern_gateway_core::RateLimits::default();
+        assert_eq!(hub.domains[0].rates, core);
+        let iot = hub.domains[1].rates;
+        assert_eq!((iot.messages_per_minute, iot.burst), (6, 2));
+        assert_eq!(iot.fetches_per_minute, core.fetches_per_minute);
+        let misspelt = r#"domains = [{ name = "a.example", rates = { mesages_per_minute = 1 } }]"#;
+        assert!(GatewayConfig::from_toml(misspelt).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 mod cache;
 mod inbox;
+mod limits;
 mod presence;
 mod roster;
 mod session;
@@ -32,6 +33,7 @@ use tern_wire::{Down, ErrorCode};
 use crate::config::HubConfig;
 use crate::store::{Store, StoreError};
 use cache::Caches;
+use limits::Limiter;
 use roster::Rosters;
 
 pub use cache::CacheStats;
@@ -42,6 +44,9 @@ pub use sync::SyncState;
 pub type ConnId = u64;
 /// Unix time in milliseconds.
 pub type Millis = u64;
+
+/// How often idle principals' rate buckets are forgotten, ms.
+const LIMITER_SHRINK_MS: Millis = 60_000;
 
 /// What the hub asks the runtime to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +107,10 @@ pub struct Hub {
     flushes: BTreeSet<(Millis, ConnId)>,
     /// When asleep presentities without a session go out of contact, earliest first.
     sleepers: BTreeSet<(Millis, String)>,
+    /// Rate limits per principal.
+    limiter: Limiter,
+    /// When idle principals' rate buckets were last forgotten.
+    limiter_shrunk: Millis,
     /// (inbox owner, seq) → the send request waiting for its delivery.
     pending: HashMap<(String, u64), Pending>,
     /// Deadlines of `pending`, earliest first.
@@ -125,6 +134,8 @@ impl Hub {
             caches: Caches::new(config.caches),
             flushes: BTreeSet::new(),
             sleepers: BTreeSet::new(),
+            limiter: Limiter::new(&config.domains),
+            limiter_shrunk: 0,
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
             staged: Vec::new(),
@@ -182,6 +193,10 @@ impl Hub {
     /// presentities past their wake time go out of contact.
     pub fn handle_timeout(&mut self, now: Millis, store: &mut dyn Store) -> Result<(), StoreError> {
         self.now = now;
+        if now.saturating_sub(self.limiter_shrunk) >= LIMITER_SHRINK_MS {
+            self.limiter.shrink();
+            self.limiter_shrunk = now;
+        }
         self.answer_overdue_sends(now);
         let result = self
             .expire_parked(now, store)

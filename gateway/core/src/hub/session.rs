@@ -22,6 +22,7 @@ use tern_wire::codec::CodecError;
 use tern_wire::frame::{Opened, Welcome};
 use tern_wire::{ClientMode, Down, ErrorCode, Have, Hello, Open, Up, VERSION};
 
+use super::limits::Kind;
 use super::sync::SyncState;
 use super::{Action, ConnId, Hub, Millis, Parked};
 use crate::auth::verify_token;
@@ -279,6 +280,9 @@ impl Hub {
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
         let user = user.to_string();
+        if self.over_limit(now, conn, &user, &frame) {
+            return Ok(());
+        }
         match frame {
             Up::Hello(_) | Up::Open(_) => {
                 let text = "the session is already open";
@@ -303,6 +307,24 @@ impl Hub {
             }
             Up::Applied { batch } => self.applied(conn, batch, store),
         }
+    }
+
+    /// Whether `frame` puts its principal over a rate limit; if so it is answered
+    /// `Limited` and must go no further.
+    fn over_limit(&mut self, now: Millis, conn: ConnId, user: &str, frame: &Up) -> bool {
+        let (req, kind) = match frame {
+            Up::Send { req, .. } => (*req, Kind::Message),
+            Up::Subscribe { req, .. } => (*req, Kind::Subscription),
+            Up::Fetch { req, .. } | Up::FetchIf { req, .. } => (*req, Kind::Fetch),
+            _ => return false,
+        };
+        let Err(wait) = self.limiter.check(now, user, kind) else {
+            return false;
+        };
+        let retry_after = u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX);
+        tracing::debug!(conn, %user, ?kind, retry_after, "rate limited");
+        self.send(conn, Down::Limited { req, retry_after });
+        true
     }
 
     /// A connection that may carry 0-RTT data: its frames count only once confirmed.
@@ -370,6 +392,13 @@ impl Hub {
                 Err((code, text)) => self.close(now, conn, code, text, store),
             },
             (Up::Send { req, msg }, Some(user)) => {
+                let frame = Up::Send { req, msg };
+                if self.over_limit(now, conn, &user, &frame) {
+                    return Ok(());
+                }
+                let Up::Send { req, msg } = frame else {
+                    return Ok(());
+                };
                 self.send_message(now, conn, &user, req, msg, store)
             }
             (Up::Have(have), Some(user)) => self.early_have(conn, &user, have, store),

@@ -657,11 +657,13 @@ fn services_can_be_turned_off_independently() {
                 name: "example.com".into(),
                 presence: false,
                 im: true,
+                rates: crate::config::RateLimits::default(),
             },
             DomainConfig {
                 name: "other.org".into(),
                 presence: true,
                 im: false,
+                rates: crate::config::RateLimits::default(),
             },
         ],
         ..HubConfig::default()
@@ -1591,3 +1593,55 @@ fn a_plain_hello_connection_confirmed_before_its_first_frame_works_as_before() {
 }
 
 mod sync;
+
+#[test]
+fn a_principal_over_its_rate_limit_is_told_when_to_retry_and_others_are_unaffected() {
+    let mut w = World::new();
+    let mut config = w.hub.config().clone();
+    for domain in &mut config.domains {
+        domain.rates.messages_per_minute = 60;
+        domain.rates.burst = 2;
+    }
+    w.hub = Hub::new(config);
+    w.hub.load(w.now, &mut w.store).unwrap();
+    w.login(1, "alice@example.com");
+    let send = |id| Up::Send {
+        req: u32::from(id),
+        msg: msg(id, "bob@example.com", "hi"),
+    };
+    for id in 1..=2 {
+        let frames = frames_to(&w.frame(1, send(id)), 1);
+        assert!(matches!(frames[..], [Down::Receipt { .. }]), "{frames:?}");
+    }
+    let frames = frames_to(&w.frame(1, send(3)), 1);
+    assert_eq!(
+        frames,
+        [Down::Limited {
+            req: 3,
+            retry_after: 1_000
+        }]
+    );
+    assert_eq!(
+        w.store.inbox_last("bob@example.com").unwrap(),
+        2,
+        "nothing stored"
+    );
+    // Bob is not limited by alice's flood.
+    w.login(2, "bob@example.com");
+    let frames = frames_to(
+        &w.frame(
+            2,
+            Up::Send {
+                req: 9,
+                msg: msg(9, "carol@other.org", "yo"),
+            },
+        ),
+        2,
+    );
+    assert!(matches!(frames[..], [Down::Receipt { .. }]), "{frames:?}");
+    // After the wait, the same request goes through (and waits for bob, now online).
+    w.now += 1_000;
+    let frames = frames_to(&w.frame(1, send(3)), 1);
+    assert!(frames.is_empty(), "{frames:?}");
+    assert_eq!(w.store.inbox_last("bob@example.com").unwrap(), 3);
+}

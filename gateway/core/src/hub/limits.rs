@@ -1,0 +1,160 @@
+//! Rate limits per principal (RFC 2778 section 5's spam and flooding; issue 5 part 8):
+//! how many messages, subscriptions and fetches one principal may make, by its domain's
+//! [`RateLimits`]. A request over a limit is answered `Limited { retry_after }` before
+//! anything else happens, so it changes nothing and costs no storage; other principals
+//! have their own buckets.
+//!
+//! The buckets are governor's GCRA, keyed by principal, on a clock this module advances
+//! to the hub's `now`: the core still reads no clock, and tests control time.
+//!
+//! This module owns the buckets and the decision; it knows nothing of sessions or frames.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, FakeRelativeClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+use super::Millis;
+use crate::config::{DomainConfig, RateLimits};
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Kind {
+    Message,
+    Subscription,
+    Fetch,
+}
+
+type Bucket = RateLimiter<
+    String,
+    HashMapStateStore<String>,
+    FakeRelativeClock,
+    NoOpMiddleware<<FakeRelativeClock as Clock>::Instant>,
+>;
+
+/// The buckets of every domain and kind.
+pub(super) struct Limiter {
+    clock: FakeRelativeClock,
+    /// The hub time the clock stands at.
+    at: Millis,
+    buckets: HashMap<(String, Kind), Bucket>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("at", &self.at)
+            .field("buckets", &self.buckets.len())
+            .finish()
+    }
+}
+
+impl Limiter {
+    pub(super) fn new(domains: &[DomainConfig]) -> Self {
+        let clock = FakeRelativeClock::default();
+        let mut buckets = HashMap::new();
+        for domain in domains {
+            for kind in [Kind::Message, Kind::Subscription, Kind::Fetch] {
+                if let Some(quota) = quota(&domain.rates, kind) {
+                    let bucket = RateLimiter::hashmap_with_clock(quota, clock.clone());
+                    buckets.insert((domain.name.clone(), kind), bucket);
+                }
+            }
+        }
+        Self {
+            clock,
+            at: 0,
+            buckets,
+        }
+    }
+
+    /// Counts one request of `kind` by `principal` at `now`: `Err(retry_after)` if it is
+    /// over its domain's limit.
+    pub(super) fn check(
+        &mut self,
+        now: Millis,
+        principal: &str,
+        kind: Kind,
+    ) -> Result<(), Duration> {
+        if now > self.at {
+            self.clock.advance(Duration::from_millis(now - self.at));
+            self.at = now;
+        }
+        let domain = principal.rsplit_once('@').map_or("", |(_, d)| d);
+        let Some(bucket) = self.buckets.get(&(domain.to_string(), kind)) else {
+            return Ok(());
+        };
+        match bucket.check_key(&principal.to_string()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => Err(not_until.wait_time_from(self.clock.now())),
+        }
+    }
+
+    /// Forgets buckets that are full again (idle principals), to bound memory.
+    pub(super) fn shrink(&mut self) {
+        for bucket in self.buckets.values() {
+            bucket.retain_recent();
+        }
+    }
+}
+
+fn quota(rates: &RateLimits, kind: Kind) -> Option<Quota> {
+    let per_minute = match kind {
+        Kind::Message => rates.messages_per_minute,
+        Kind::Subscription => rates.subscriptions_per_minute,
+        Kind::Fetch => rates.fetches_per_minute,
+    };
+    let per_minute = NonZeroU32::new(per_minute)?;
+    let burst = NonZeroU32::new(rates.burst).unwrap_or(NonZeroU32::MIN);
+    Some(Quota::per_minute(per_minute).allow_burst(burst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(per_minute: u32, burst: u32) -> Limiter {
+        let mut domain = DomainConfig::new("example.com");
+        domain.rates = RateLimits {
+            messages_per_minute: per_minute,
+            subscriptions_per_minute: 0,
+            fetches_per_minute: per_minute,
+            burst,
+        };
+        Limiter::new(&[domain])
+    }
+
+    #[test]
+    fn a_burst_passes_then_requests_wait_for_the_rate() {
+        let mut l = limiter(60, 3);
+        for _ in 0..3 {
+            assert_eq!(l.check(1_000, "a@example.com", Kind::Message), Ok(()));
+        }
+        let wait = l.check(1_000, "a@example.com", Kind::Message).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(1), "one per second refills");
+        // Another principal and another kind are unaffected; 0 means unlimited.
+        assert_eq!(l.check(1_000, "b@example.com", Kind::Message), Ok(()));
+        assert_eq!(l.check(1_000, "a@example.com", Kind::Fetch), Ok(()));
+        for _ in 0..100 {
+            assert_eq!(l.check(1_000, "a@example.com", Kind::Subscription), Ok(()));
+        }
+        // After the wait, one more goes.
+        assert_eq!(l.check(2_000, "a@example.com", Kind::Message), Ok(()));
+        assert!(l.check(2_000, "a@example.com", Kind::Message).is_err());
+    }
+
+    #[test]
+    fn other_domains_have_their_own_limits() {
+        let mut l = limiter(60, 1);
+        assert_eq!(l.check(0, "a@example.com", Kind::Message), Ok(()));
+        assert!(l.check(0, "a@example.com", Kind::Message).is_err());
+        for _ in 0..10 {
+            assert_eq!(l.check(0, "a@elsewhere.org", Kind::Message), Ok(()));
+        }
+        l.shrink();
+    }
+}

@@ -1,0 +1,59 @@
+//! Abuse limits (issue 5, part 8) over real QUIC: a principal over its domain's rate
+//! limit is told how long to wait, nothing it sent over the limit is stored, it gets
+//! through after the wait, and other principals are unaffected meanwhile.
+
+use std::time::Duration;
+
+use tern_client::ClientError;
+use tern_gateway::config::{DomainEntry, DomainTable, RateTable};
+use tern_tests::Harness;
+
+async fn send(
+    client: &tern_client::Client,
+    body: &str,
+) -> Result<tern_client::SendOutcome, ClientError> {
+    let to = "target@example.com".to_string();
+    client.send(to, body.as_bytes().to_vec(), None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_client_recovers_after_retry_after_while_others_are_unaffected() {
+    let gw = Harness::start_with(|c| {
+        let rates = RateTable {
+            messages_per_minute: 120,
+            burst: 3,
+            ..RateTable::default()
+        };
+        c.domains = vec![DomainEntry::Table(DomainTable {
+            name: "example.com".into(),
+            presence: true,
+            im: true,
+            rates,
+        })];
+    })
+    .await;
+    let spammer = gw.user("spammer@example.com").await;
+    let calm = gw.user("calm@example.com").await;
+    gw.add_user("target@example.com");
+    for i in 0..3 {
+        send(&spammer, &format!("burst {i}"))
+            .await
+            .expect("within the burst");
+    }
+    let limited = send(&spammer, "one too many").await;
+    let Err(ClientError::RateLimited { retry_after }) = limited else {
+        panic!("expected RateLimited, got {limited:?}");
+    };
+    assert!(
+        retry_after > Duration::ZERO && retry_after <= Duration::from_millis(500),
+        "{retry_after:?}"
+    );
+    // Another principal of the same domain is not slowed down.
+    for i in 0..3 {
+        send(&calm, &format!("calm {i}")).await.expect("unaffected");
+    }
+    tokio::time::sleep(retry_after).await;
+    send(&spammer, "after the wait")
+        .await
+        .expect("accepted again");
+}

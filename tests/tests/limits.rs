@@ -57,3 +57,33 @@ async fn a_rate_limited_client_recovers_after_retry_after_while_others_are_unaff
         .await
         .expect("accepted again");
 }
+
+/// Opens a QUIC connection from `bind`; whether the gateway let it through.
+async fn handshake(gw: &Harness, bind: std::net::SocketAddr) -> bool {
+    let endpoint = tern_tests::raw::endpoint_on(&gw.cert_pem(), false, bind);
+    let connecting = endpoint.connect(gw.addr(), "localhost").expect("connect");
+    let ok = connecting.await.is_ok();
+    endpoint.close(0u32.into(), b"");
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_opening_connections_too_fast_is_refused_and_others_are_not() {
+    let gw = Harness::start_with(|c| {
+        c.limits.connections_per_minute = 60;
+        c.limits.connection_burst = 2;
+    })
+    .await;
+    let here = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let there = std::net::SocketAddr::from(([127, 0, 0, 3], 0));
+    assert!(handshake(&gw, here).await);
+    assert!(handshake(&gw, here).await);
+    assert!(
+        !handshake(&gw, here).await,
+        "the third within the burst is refused"
+    );
+    assert!(handshake(&gw, there).await, "another address is unaffected");
+    // The bucket refills at one a second.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(handshake(&gw, here).await);
+}

@@ -22,7 +22,7 @@ use tern_benches::env::FlushCounter;
 use tern_benches::stats::{self, Summary, micros, per_second, ratio, ratio_of};
 use tern_benches::{cpu, env, samples};
 use tern_client::{Client, ClientConfig, Event, Presence, ReceiptStatus};
-use tern_gateway::config::{DomainEntry, GatewayConfig};
+use tern_gateway::config::{DomainEntry, DomainTable, GatewayConfig, RateTable};
 use tern_gateway::runtime::{RunningGateway, start};
 use tern_gateway::users::{self, UserOptions};
 use tern_wire::Up;
@@ -557,7 +557,19 @@ impl Gateway {
         let config = GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.to_owned(),
-            domains: vec![DomainEntry::Name(DOMAIN.into())],
+            // A throughput benchmark measures the pipeline, not the rate limiter: every
+            // per-principal limit off (0).
+            domains: vec![DomainEntry::Table(DomainTable {
+                name: DOMAIN.into(),
+                presence: true,
+                im: true,
+                rates: RateTable {
+                    messages_per_minute: 0,
+                    subscriptions_per_minute: 0,
+                    fetches_per_minute: 0,
+                    burst: 1,
+                },
+            })],
             ..GatewayConfig::default()
         };
         let running = start(config).await?;

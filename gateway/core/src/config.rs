@@ -38,7 +38,9 @@ impl Default for RateLimits {
             messages_per_minute: 600,
             subscriptions_per_minute: 600,
             fetches_per_minute: 600,
-            burst: 100,
+            // An app's first run subscribes to its whole buddy list at once: a burst must
+            // hold `max_subscriptions` (500 by default).
+            burst: 500,
         }
     }
 }

@@ -168,6 +168,14 @@ pub struct Limits {
     /// it must hold a full delivery window of the largest messages and one largest frame:
     /// `inbox_window` × (`body_max` + 2048) + `frame_max`.
     pub outbound_bytes: usize,
+    /// New connections one source IP address may open per minute, on average; 0: no
+    /// limit. Over it, the connection is refused before its handshake (QUIC
+    /// `CONNECTION_REFUSED`: no crypto is spent on it) and the client backs off. Default
+    /// 0 (off): a carrier-grade NAT puts thousands of phones behind one address, and
+    /// after an outage they all reconnect at once; principals are limited anyway.
+    pub connections_per_minute: u32,
+    /// The most new connections one address may open at once. Default 100.
+    pub connection_burst: u32,
 }
 
 /// Timers, in milliseconds.
@@ -292,6 +300,8 @@ impl Default for Limits {
             max_subscriptions: HubConfig::default().max_subscriptions,
             outbound_queue: 1024,
             outbound_bytes: 8 << 20,
+            connections_per_minute: 0,
+            connection_burst: 100,
         }
     }
 }

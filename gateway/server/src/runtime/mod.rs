@@ -19,6 +19,7 @@
 //! and bounds everything else, and the connection's writer drains it at the pace the
 //! client reads.
 
+mod admission;
 mod connection;
 mod hub_thread;
 mod outbound;
@@ -36,6 +37,7 @@ use tokio::task::JoinSet;
 use crate::config::{ConfigError, GatewayConfig};
 use crate::sqlite::{DbError, SqliteStore};
 use crate::tls::{self, TlsError};
+use admission::Admission;
 use connection::Shared;
 use hub_thread::{Event, HubThread};
 use outbound::Bounds;
@@ -134,7 +136,11 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, RuntimeE
         },
     });
     let (stop_accepting, stop_rx) = oneshot::channel();
-    let acceptor = tokio::spawn(accept(endpoint.clone(), shared, stop_rx));
+    let admission = Admission::new(
+        config.limits.connections_per_minute,
+        config.limits.connection_burst,
+    );
+    let acceptor = tokio::spawn(accept(endpoint.clone(), shared, admission, stop_rx));
     tracing::info!(%local_addr, domains = ?config.domain_names(), "listening");
     Ok(RunningGateway {
         endpoint,
@@ -213,15 +219,31 @@ impl Drop for RunningGateway {
     }
 }
 
+/// How often addresses that stopped connecting are forgotten.
+const ADMISSION_SHRINK: Duration = Duration::from_secs(60);
+
 /// Accepts connections until told to stop, then gives them [`SHUTDOWN_GRACE`] to close.
-async fn accept(endpoint: quinn::Endpoint, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
+async fn accept(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    admission: Admission,
+    mut stop: oneshot::Receiver<()>,
+) {
     let mut connections = JoinSet::new();
     let mut next_id: ConnId = 1;
+    let mut shrink = tokio::time::interval(ADMISSION_SHRINK);
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            _ = shrink.tick() => admission.shrink(),
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                let from = incoming.remote_address();
+                if !admission.admit(from.ip()) {
+                    tracing::debug!(%from, "connection refused: over the per-address rate");
+                    incoming.refuse();
+                    continue;
+                }
                 connections.spawn(connection::serve(incoming, Arc::clone(&shared), next_id));
                 next_id += 1;
             }

@@ -163,6 +163,10 @@ async fn the_readme_tour_works_with_the_real_binaries() {
     hold.wait().expect("publish exits");
     let closed = next_line(&lines);
     assert_eq!(closed["open"], false);
+    // Alice sees who watches her.
+    let watchers = cli.json("alice@example.com", &alice, &["watchers"]);
+    assert_eq!(watchers["type"], "watchers");
+    assert_eq!(watchers["subscribers"][0], "bob@example.com");
     watch.kill().expect("stop watch");
 
     let fetched = cli.json("bob@example.com", &bob, &["fetch", "alice@example.com"]);

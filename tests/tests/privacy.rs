@@ -12,7 +12,7 @@ use tern_tests::raw::RawSession;
 use tern_tests::{Harness, open_presence};
 use tern_wire::{ClientMode, Down, Have, Hello, Message, Open, Up, VERSION};
 
-const KINDS: usize = 14;
+const KINDS: usize = 16;
 
 /// The position of a frame kind; exhaustive on purpose.
 fn kind(frame: &Down) -> usize {
@@ -31,6 +31,8 @@ fn kind(frame: &Down) -> usize {
         Down::Subscribed { .. } => 11,
         Down::Versioned { .. } => 12,
         Down::Limited { .. } => 13,
+        Down::Watchers { .. } => 14,
+        Down::Watched { .. } => 15,
     }
 }
 
@@ -142,6 +144,14 @@ async fn no_frame_carries_the_other_partys_address() {
     let target = bob.to_string();
     plain.send(&Up::Unsubscribe { req: 5, target }).await;
     until(&mut plain, &mut seen, |f| matches!(f, Down::Ok { .. })).await;
+    let target = alice.to_string();
+    b.send(&Up::Subscribe { req: 5, target }).await;
+    until(&mut plain, &mut seen, |f| matches!(f, Down::Watched { .. })).await;
+    plain.send(&Up::Watchers { req: 6 }).await;
+    until(&mut plain, &mut seen, |f| {
+        matches!(f, Down::Watchers { .. })
+    })
+    .await;
     plain.send(&Up::Bye).await;
     until(&mut plain, &mut seen, |f| matches!(f, Down::Close { .. })).await;
 

@@ -96,6 +96,27 @@ pub(crate) struct GoneOut<'a> {
 }
 
 #[derive(Debug, Serialize)]
+pub(crate) struct WatchersOut<'a> {
+    r#type: &'static str,
+    subscribers: &'a [String],
+    fetchers: Vec<FetcherOut<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct FetcherOut<'a> {
+    who: &'a str,
+    /// Seconds since the last fetch.
+    age: u32,
+    count: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct WatchedOut<'a> {
+    r#type: &'static str,
+    watcher: &'a str,
+}
+
+#[derive(Debug, Serialize)]
 pub(crate) struct MessageOut<'a> {
     r#type: &'static str,
     seq: u64,
@@ -162,6 +183,29 @@ pub(crate) fn unchanged(presentity: &str, version: Version) -> UnchangedOut<'_> 
         r#type: "unchanged",
         presentity,
         version,
+    }
+}
+
+pub(crate) fn watchers(info: &tern_client::WatcherInfo) -> WatchersOut<'_> {
+    WatchersOut {
+        r#type: "watchers",
+        subscribers: &info.subscribers,
+        fetchers: info
+            .fetchers
+            .iter()
+            .map(|f| FetcherOut {
+                who: &f.who,
+                age: f.age,
+                count: f.count,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn watched(watcher: &str) -> WatchedOut<'_> {
+    WatchedOut {
+        r#type: "watched",
+        watcher,
     }
 }
 

@@ -143,6 +143,14 @@ enum Command {
         #[arg(long, value_name = "VERSION")]
         if_version: Option<Version>,
     },
+    /// Who watches you: your subscribers, and who fetched your presence recently, as one
+    /// {"type":"watchers",...} line. With --follow, then one {"type":"watched",...} line
+    /// per new subscriber until interrupted.
+    Watchers {
+        /// Keep printing new subscribers as they come.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Subscribe, print each one's presence, then every change until interrupted.
     ///
     /// Changes come as presence lines with their version (each version once), and
@@ -339,6 +347,18 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
                 print_line(&json::unchanged(&presentity, version))
             }
         },
+        Command::Watchers { follow } => {
+            print_line(&json::watchers(&client.watchers().await?))?;
+            if !follow {
+                return Ok(());
+            }
+            while let Some(event) = client.next_event().await {
+                if let Event::Watched { watcher } = event {
+                    print_line(&json::watched(&watcher))?;
+                }
+            }
+            Ok(())
+        }
         Command::Watch {
             presentities,
             count,

@@ -53,6 +53,11 @@ pub enum Event {
         /// The presentity.
         presentity: String,
     },
+    /// A principal subscribed to this principal's presence just now (RFC 2779 5.1.11).
+    Watched {
+        /// The subscriber, as the gateway authenticated it.
+        watcher: String,
+    },
     /// An instant message (only with `ClientConfig::inbox`). It is acknowledged to the
     /// gateway when `next_event` is called again (or [`Client::acknowledge`]): handle it
     /// before asking for the next event.
@@ -85,6 +90,7 @@ impl Event {
             Self::Message { seq, .. } | Self::Receipt { seq, .. } => Some(*seq),
             Self::Presence(_)
             | Self::SubscriptionEnded { .. }
+            | Self::Watched { .. }
             | Self::Sent(_)
             | Self::Connection(_) => None,
         }
@@ -119,6 +125,15 @@ pub struct SendOutcome {
     pub to: String,
     /// Delivered, stored for later delivery, or failed with a reason.
     pub status: ReceiptStatus,
+}
+
+/// The answer to [`Client::watchers`]: watcher information (RFC 2778).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatcherInfo {
+    /// The principals subscribed to this principal's presence, in address order.
+    pub subscribers: Vec<String>,
+    /// The principals that fetched it within the gateway's window, most recent first.
+    pub fetchers: Vec<tern_wire::Fetcher>,
 }
 
 /// The answer to [`Client::fetch_if`].
@@ -379,6 +394,15 @@ impl Client {
         match self.request(Op::FetchIf(target, version)).await? {
             Answer::Unchanged => Ok(FetchIf::Unchanged),
             Answer::Versioned(version, doc) => Ok(FetchIf::Changed { version, doc }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Watcher information: who subscribes to this principal's presence, and who
+    /// fetched it recently (within the gateway's window).
+    pub async fn watchers(&self) -> Result<WatcherInfo, ClientError> {
+        match self.request(Op::Watchers).await? {
+            Answer::Watchers(info) => Ok(info),
             other => Err(unexpected(&other)),
         }
     }

@@ -53,7 +53,7 @@ use tern_wire::{ClientMode, ErrorCode, Message, Presence, PresenceDoc, ReceiptSt
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backoff::Backoff;
-use crate::client::{ConnectionState, Event, SendOutcome, SessionInfo};
+use crate::client::{ConnectionState, Event, SendOutcome, SessionInfo, WatcherInfo};
 use crate::config::Target;
 use crate::error::ClientError;
 use crate::link::{Link, Op, Opening, sleep_until};
@@ -90,6 +90,7 @@ pub(crate) enum Answer {
     Receipt(ReceiptStatus),
     Unchanged,
     Versioned(Version, PresenceDoc),
+    Watchers(WatcherInfo),
 }
 
 /// Who waits for the answer to a request.
@@ -473,6 +474,7 @@ impl Driver {
                     None => {}
                 },
                 SessionEvent::Notify(doc) => self.emit(Event::Presence(doc)),
+                SessionEvent::Watched(watcher) => self.emit(Event::Watched { watcher }),
                 SessionEvent::PresenceChanged(entry) => self.emit(Event::Presence(entry.doc)),
                 SessionEvent::SubscriptionEnded(entry) => {
                     let presentity = entry.doc.presentity;
@@ -505,7 +507,8 @@ impl Driver {
             | Reply::Done
             | Reply::Presence(_)
             | Reply::Unchanged
-            | Reply::Versioned { .. } => {
+            | Reply::Versioned { .. }
+            | Reply::Watchers { .. } => {
                 self.outbox.unanswered(id);
             }
         }
@@ -687,6 +690,13 @@ fn answer(reply: Reply) -> Result<Answer, ClientError> {
         Reply::Receipt(status) => Ok(Answer::Receipt(status)),
         Reply::Unchanged => Ok(Answer::Unchanged),
         Reply::Versioned { version, doc } => Ok(Answer::Versioned(version, doc)),
+        Reply::Watchers {
+            subscribers,
+            fetchers,
+        } => Ok(Answer::Watchers(WatcherInfo {
+            subscribers,
+            fetchers,
+        })),
         Reply::Failed { code, text } => Err(ClientError::Failed { code: code.0, text }),
         Reply::Limited { retry_after } => Err(ClientError::RateLimited { retry_after }),
         Reply::TimedOut => Err(ClientError::Timeout),

@@ -106,13 +106,13 @@ mod state;
 mod testing;
 
 pub use client::{
-    Client, ConnectionState, Event, FetchIf, MESSAGE_ID_LEN, SendOutcome, SessionInfo, ZeroRtt,
-    new_message_id,
+    Client, ConnectionState, Event, FetchIf, MESSAGE_ID_LEN, SendOutcome, SessionInfo, WatcherInfo,
+    ZeroRtt, new_message_id,
 };
 pub use config::{ClientConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_REQUEST_TIMEOUT};
 pub use error::ClientError;
 pub use roster::CachedPresence;
 pub use tern_wire::{
-    Availability, Basic, CardField, CardKind, ClientMode, ErrorCode, Ext, Incoming, LateReceipt,
-    Message, Presence, PresenceDoc, ReceiptStatus, Slot, Tuple, Version,
+    Availability, Basic, CardField, CardKind, ClientMode, ErrorCode, Ext, Fetcher, Incoming,
+    LateReceipt, Message, Presence, PresenceDoc, ReceiptStatus, Slot, Tuple, Version,
 };

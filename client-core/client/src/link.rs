@@ -55,6 +55,7 @@ pub(crate) enum Op {
     Subscribe(String),
     Unsubscribe(String),
     Send(Message),
+    Watchers,
 }
 
 /// What a new session opens with, besides the configuration.
@@ -304,6 +305,7 @@ impl Link {
             Op::Subscribe(target) => s.subscribe(now, target),
             Op::Unsubscribe(target) => s.unsubscribe(now, target),
             Op::Send(msg) => s.send(now, msg),
+            Op::Watchers => s.watchers(now),
         }?;
         self.flush();
         Ok(req)

@@ -235,6 +235,8 @@ pub enum SessionEvent {
     /// A subscription ended (on another device of the principal, or by the gateway); this
     /// was its last state, now gone from the cache.
     SubscriptionEnded(CachedPresence),
+    /// A principal subscribed to this principal's presentity just now.
+    Watched(String),
     /// An instant message from the inbox. Take it, then [`Session::ack`] its `seq`.
     Message {
         /// Position in the principal's inbox log.
@@ -278,6 +280,13 @@ pub enum Reply {
         code: ErrorCode,
         /// Why, for people.
         text: String,
+    },
+    /// `Watchers`: the principal's subscribers, and who fetched its presence recently.
+    Watchers {
+        /// Subscribed principals, in address order.
+        subscribers: Vec<String>,
+        /// Recent fetchers, most recent first.
+        fetchers: Vec<tern_wire::Fetcher>,
     },
     /// `Limited`: the principal is over a rate limit; nothing was changed; the same
     /// request is accepted after `retry_after`.
@@ -457,6 +466,7 @@ enum Kind {
     Unsubscribe,
     Send,
     FetchIf,
+    Watchers,
 }
 
 struct Pending {
@@ -694,6 +704,9 @@ impl Session {
             (State::Leaving { .. }, Down::Close { .. }) => self.finish(CloseReason::Goodbye),
             (_, Down::Close { code, text }) => self.finish(CloseReason::Gateway { code, text }),
             (_, Down::Notify { doc }) => self.events.push_back(SessionEvent::Notify(doc)),
+            (_, Down::Watched { watcher }) => {
+                self.events.push_back(SessionEvent::Watched(watcher));
+            }
             (_, Down::Batch(batch)) => self.batch(batch, false),
             (_, Down::Deliver { seq, item }) => self.deliver(seq, item),
             (_, answer) => self.answer(answer),
@@ -844,6 +857,11 @@ impl Session {
             target,
             version,
         })
+    }
+
+    /// Asks who watches the principal: subscribers and recent fetchers.
+    pub fn watchers(&mut self, now: Instant) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::Watchers, |req| Up::Watchers { req })
     }
 
     /// Subscribes to a presentity: its document now (cached with its slot), then its
@@ -1049,6 +1067,17 @@ impl Session {
                 Reply::Versioned { version, doc }
             }
             (Kind::Send, Down::Receipt { status, .. }) => Reply::Receipt(status),
+            (
+                Kind::Watchers,
+                Down::Watchers {
+                    subscribers,
+                    fetchers,
+                    ..
+                },
+            ) => Reply::Watchers {
+                subscribers,
+                fetchers,
+            },
             (kind, other) => {
                 // The request is answered, wrongly: it is failed with the rest below.
                 self.pending.insert(req, pending);
@@ -1245,6 +1274,8 @@ pub fn down_name(frame: &Down) -> &'static str {
         Down::Subscribed { .. } => "Subscribed",
         Down::Versioned { .. } => "Versioned",
         Down::Limited { .. } => "Limited",
+        Down::Watchers { .. } => "Watchers",
+        Down::Watched { .. } => "Watched",
     }
 }
 
@@ -1264,6 +1295,7 @@ pub fn up_name(frame: &Up) -> &'static str {
         Up::Mode { .. } => "Mode",
         Up::Applied { .. } => "Applied",
         Up::FetchIf { .. } => "FetchIf",
+        Up::Watchers { .. } => "Watchers",
     }
 }
 

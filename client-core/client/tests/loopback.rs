@@ -341,6 +341,11 @@ async fn session(
                     doc: doc(&target),
                 });
             }
+            Up::Watchers { req } => out.push(Down::Watchers {
+                req,
+                subscribers: vec!["bob@example.com".into()],
+                fetchers: Vec::new(),
+            }),
             Up::FetchIf { req, version, .. } if version == VERSION => out.push(Down::Ok { req }),
             Up::FetchIf { req, target, .. } => out.push(Down::Versioned {
                 req,

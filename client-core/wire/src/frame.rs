@@ -17,7 +17,7 @@ use crate::error::ErrorCode;
 use crate::message::{InboxItem, Message, ReceiptStatus};
 use crate::presence::{Presence, PresenceDoc};
 use crate::sync::{Batch, ClientMode, Have, Slot, Version};
-use crate::types::{Key, Name, Text};
+use crate::types::{Key, List, Name, Text};
 
 /// A request id, chosen by the client, echoed in the response.
 pub type ReqId = u32;
@@ -101,6 +101,12 @@ pub enum Up {
         target: Name,
         /// The version the fetcher holds; 0 fetches unconditionally.
         version: Version,
+    },
+    /// 13: asks who watches the session's principal: its subscribers, and who fetched
+    /// its presence recently. Answered with [`Down::Watchers`].
+    Watchers {
+        /// Request id.
+        req: ReqId,
     },
 }
 
@@ -254,6 +260,34 @@ pub enum Down {
         /// How long to wait before trying again, ms.
         retry_after: u32,
     },
+    /// 14: the answer to [`Up::Watchers`]: watcher information (RFC 2778).
+    Watchers {
+        /// Request id.
+        req: ReqId,
+        /// The principals subscribed to the session's presentity, authenticated, in
+        /// address order.
+        subscribers: List<Name>,
+        /// The principals that fetched its presence within the gateway's window, most
+        /// recent first.
+        fetchers: List<Fetcher>,
+    },
+    /// 15: a principal subscribed to the session's presentity just now (RFC 2779
+    /// 5.1.11); pushed to every session of the presentity's principal.
+    Watched {
+        /// The new subscriber, authenticated.
+        watcher: Name,
+    },
+}
+
+/// One recent fetcher in [`Down::Watchers`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fetcher {
+    /// The fetching principal, authenticated.
+    pub who: Name,
+    /// Seconds since its last fetch.
+    pub age: u32,
+    /// Its fetches within the window.
+    pub count: u32,
 }
 
 /// The gateway's answer to a good [`Open`].
@@ -305,6 +339,7 @@ impl Up {
             | Self::Unsubscribe { req, .. }
             | Self::Send { req, .. }
             | Self::FetchIf { req, .. }
+            | Self::Watchers { req }
             | Self::Have(Have { req, .. }) => Some(*req),
             Self::Hello(_)
             | Self::Open(_)
@@ -327,13 +362,15 @@ impl Down {
             | Self::Synced { req, .. }
             | Self::Subscribed { req, .. }
             | Self::Versioned { req, .. }
-            | Self::Limited { req, .. } => Some(*req),
+            | Self::Limited { req, .. }
+            | Self::Watchers { req, .. } => Some(*req),
             Self::Welcome(_)
             | Self::Opened(_)
             | Self::Notify { .. }
             | Self::Deliver { .. }
             | Self::Close { .. }
-            | Self::Batch(_) => None,
+            | Self::Batch(_)
+            | Self::Watched { .. } => None,
         }
     }
 }

@@ -34,7 +34,7 @@ pub mod types;
 
 pub use codec::CodecError;
 pub use error::ErrorCode;
-pub use frame::{Down, Hello, Open, Opened, Up};
+pub use frame::{Down, Fetcher, Hello, Open, Opened, Up};
 pub use message::{InboxItem, Incoming, LateReceipt, Message, MsgId, ReceiptStatus};
 pub use presence::{Availability, Basic, CardField, CardKind, Ext, Presence, PresenceDoc, Tuple};
 pub use sync::{Batch, Change, ClientMode, Have, Held, Slot, Version};

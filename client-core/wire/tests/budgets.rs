@@ -386,6 +386,13 @@ fn applied() {
 }
 
 #[test]
+fn watchers_and_watched() {
+    within(&Up::Watchers { req: REQ }, 4);
+    let frame = Down::Watched { watcher: name(BOB) };
+    within(&frame, 18);
+}
+
+#[test]
 fn limited() {
     let frame = Down::Limited {
         req: REQ,

@@ -23,7 +23,7 @@ use tern_wire::delta::{Check, Field, Op};
 use tern_wire::frame::{Open, Opened, Welcome};
 use tern_wire::{
     Availability, Basic, Batch, CardField, CardKind, Change, ClientMode, Down, ErrorCode, Ext,
-    Have, Held, Hello, InboxItem, Incoming, LateReceipt, Message, Presence, PresenceDoc,
+    Fetcher, Have, Held, Hello, InboxItem, Incoming, LateReceipt, Message, Presence, PresenceDoc,
     ReceiptStatus, Tuple, Up,
 };
 
@@ -667,6 +667,46 @@ fn down_12_versioned() {
 }
 
 #[test]
+fn up_13_watchers() {
+    golden(
+        &Up::Watchers { req: 4 },
+        "02 0d 04 # length 2, Up::Watchers, req 4",
+    );
+}
+
+#[test]
+fn down_14_watchers() {
+    let frame = Down::Watchers {
+        req: 4,
+        subscribers: list([name(BOB)]),
+        fetchers: list([Fetcher {
+            who: name("carol@example.com"),
+            age: 30,
+            count: 2,
+        }]),
+    };
+    golden(
+        &frame,
+        r#"
+        28                                   # length: 40
+        0e 04                                # Down::Watchers, req 4
+        01 0f 626f62406578616d706c652e636f6d # subscribers: "bob@example.com"
+        01 11 6361726f6c406578616d706c652e   # fetchers: "carol@example.com",
+        636f6d 1e 02                         #   30 s ago, twice
+        "#,
+    );
+}
+
+#[test]
+fn down_15_watched() {
+    let frame = Down::Watched { watcher: name(BOB) };
+    golden(
+        &frame,
+        "11 0f 0f 626f62406578616d706c652e636f6d # length 17, Down::Watched, bob@example.com",
+    );
+}
+
+#[test]
 fn down_13_limited() {
     let frame = Down::Limited {
         req: 5,
@@ -800,6 +840,7 @@ fn up_tag(frame: &Up) -> u8 {
         Up::Mode { .. } => 10,
         Up::Applied { .. } => 11,
         Up::FetchIf { .. } => 12,
+        Up::Watchers { .. } => 13,
     }
 }
 
@@ -820,6 +861,8 @@ fn down_tag(frame: &Down) -> u8 {
         Down::Subscribed { .. } => 11,
         Down::Versioned { .. } => 12,
         Down::Limited { .. } => 13,
+        Down::Watchers { .. } => 14,
+        Down::Watched { .. } => 15,
     }
 }
 
@@ -872,6 +915,7 @@ fn variant_tags_are_positions() {
             target: name(BOB),
             version: 1,
         },
+        Up::Watchers { req: 1 },
     ];
     for (i, frame) in ups.iter().enumerate() {
         assert_eq!(usize::from(up_tag(frame)), i);
@@ -938,6 +982,12 @@ fn variant_tags_are_positions() {
             req: 1,
             retry_after: 1,
         },
+        Down::Watchers {
+            req: 1,
+            subscribers: list([]),
+            fetchers: list([]),
+        },
+        Down::Watched { watcher: name(BOB) },
     ];
     for (i, frame) in downs.iter().enumerate() {
         assert_eq!(usize::from(down_tag(frame)), i);

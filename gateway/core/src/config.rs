@@ -82,6 +82,8 @@ pub struct HubConfig {
     /// A device not seen for this long no longer holds inbox items back from deletion,
     /// milliseconds.
     pub device_retention_ms: u64,
+    /// How long a fetch is remembered for watcher information, milliseconds.
+    pub watcher_window_ms: u64,
     /// Presence batching: how long a change waits before it is flushed to a session.
     pub flush: FlushPolicy,
     /// Presence caches: how many entries each keeps.
@@ -153,6 +155,7 @@ impl Default for HubConfig {
             resume_window_ms: 30_000,
             keepalive_hint_ms: 20_000,
             device_retention_ms: 30 * 24 * 3_600_000,
+            watcher_window_ms: 24 * 3_600_000,
             flush: FlushPolicy::default(),
             caches: CacheSizes::default(),
         }

@@ -217,6 +217,9 @@ pub struct Timeouts {
     /// A device not seen for this long no longer holds inbox items back from deletion.
     /// Default 30 days.
     pub device_retention_ms: u64,
+    /// How long a fetch of a principal's presence is listed in its watcher information.
+    /// Default 24 hours.
+    pub watcher_window_ms: u64,
 }
 
 /// QUIC flow-control windows, bytes. Chat traffic is small, so the windows are small
@@ -316,6 +319,7 @@ impl Default for Timeouts {
             resume_window_ms: HubConfig::default().resume_window_ms,
             client_keepalive_ms: HubConfig::default().keepalive_hint_ms,
             device_retention_ms: HubConfig::default().device_retention_ms,
+            watcher_window_ms: HubConfig::default().watcher_window_ms,
         }
     }
 }
@@ -529,6 +533,7 @@ impl GatewayConfig {
             resume_window_ms: self.timeouts.resume_window_ms,
             keepalive_hint_ms: self.timeouts.client_keepalive_ms,
             device_retention_ms: self.timeouts.device_retention_ms,
+            watcher_window_ms: self.timeouts.watcher_window_ms,
             inbox_window: self.limits.inbox_window,
             max_subscriptions: self.limits.max_subscriptions,
             flush: self.presence.flush_policy(),

@@ -24,6 +24,7 @@ mod presence;
 mod roster;
 mod session;
 mod sync;
+mod watchinfo;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -35,6 +36,7 @@ use crate::store::{Store, StoreError};
 use cache::Caches;
 use limits::Limiter;
 use roster::Rosters;
+use watchinfo::FetchLog;
 
 pub use cache::CacheStats;
 pub use session::{ConnState, Early, EarlyAnswer};
@@ -111,6 +113,8 @@ pub struct Hub {
     limiter: Limiter,
     /// When idle principals' rate buckets were last forgotten.
     limiter_shrunk: Millis,
+    /// Recent fetchers per presentity, for watcher information.
+    fetches: FetchLog,
     /// (inbox owner, seq) → the send request waiting for its delivery.
     pending: HashMap<(String, u64), Pending>,
     /// Deadlines of `pending`, earliest first.
@@ -136,6 +140,7 @@ impl Hub {
             sleepers: BTreeSet::new(),
             limiter: Limiter::new(&config.domains),
             limiter_shrunk: 0,
+            fetches: FetchLog::default(),
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
             staged: Vec::new(),

@@ -52,7 +52,7 @@ impl Hub {
     pub(super) fn fetch(
         &mut self,
         conn: ConnId,
-        _user: &str,
+        user: &str,
         req: ReqId,
         target: &str,
         store: &mut dyn Store,
@@ -60,6 +60,7 @@ impl Hub {
         match self.resolve_presentity(target, store)? {
             Ok(target) => {
                 let doc = self.current_doc(&target, store)?.doc;
+                self.note_fetch(user, &target);
                 self.send(conn, Down::Presence { req, doc });
             }
             Err((code, why)) => self.fail(conn, req, code, why),
@@ -71,7 +72,7 @@ impl Hub {
     pub(super) fn fetch_if(
         &mut self,
         conn: ConnId,
-        _user: &str,
+        user: &str,
         req: ReqId,
         target: &str,
         version: Version,
@@ -80,6 +81,7 @@ impl Hub {
         match self.resolve_presentity(target, store)? {
             Ok(target) => {
                 let current = self.current_doc(&target, store)?;
+                self.note_fetch(user, &target);
                 if version != 0 && current.version == version {
                     self.send(conn, Down::Ok { req });
                 } else {
@@ -117,6 +119,9 @@ impl Hub {
         let slot = store.add_subscription(user, &target)?;
         let current = self.current_doc(&target, store)?;
         self.rosters.add(user, &target, slot);
+        if !already && user != target {
+            self.announce_watcher(&target, user);
+        }
         if self.syncs(conn) {
             self.answer_subscribed(conn, req, slot, current);
         } else {
@@ -377,6 +382,12 @@ impl Hub {
         } else {
             Err((ErrorCode::UNKNOWN_USER, "no such presentity"))
         })
+    }
+
+    /// Remembers a fetch for the presentity's watcher information.
+    fn note_fetch(&mut self, fetcher: &str, presentity: &str) {
+        let window = self.config.watcher_window_ms;
+        self.fetches.record(self.now, window, presentity, fetcher);
     }
 
     fn presence_enabled(&self, user: &str) -> bool {

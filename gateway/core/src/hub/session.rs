@@ -306,6 +306,10 @@ impl Hub {
                 Ok(())
             }
             Up::Applied { batch } => self.applied(conn, batch, store),
+            Up::Watchers { req } => {
+                self.watchers(now, conn, &user, req);
+                Ok(())
+            }
         }
     }
 

@@ -1645,3 +1645,38 @@ fn a_principal_over_its_rate_limit_is_told_when_to_retry_and_others_are_unaffect
     assert!(frames.is_empty(), "{frames:?}");
     assert_eq!(w.store.inbox_last("bob@example.com").unwrap(), 3);
 }
+
+#[test]
+fn a_presentity_learns_of_each_subscription_and_lists_subscribers_and_fetchers() {
+    let mut w = World::new();
+    w.login(1, "alice@example.com");
+    w.login(2, "bob@example.com");
+    w.login(3, "carol@other.org");
+    let target = "alice@example.com".to_string();
+    let actions = w.frame(2, Up::Subscribe { req: 1, target });
+    assert_eq!(
+        frames_to(&actions, 1),
+        [Down::Watched {
+            watcher: "bob@example.com".into()
+        }]
+    );
+    // Subscribing again is not news.
+    let target = "alice@example.com".to_string();
+    assert!(frames_to(&w.frame(2, Up::Subscribe { req: 2, target }), 1).is_empty());
+    let target = "alice@example.com".to_string();
+    w.frame(3, Up::Fetch { req: 1, target });
+    w.now += 5_000;
+    let frames = frames_to(&w.frame(1, Up::Watchers { req: 7 }), 1);
+    assert_eq!(
+        frames,
+        [Down::Watchers {
+            req: 7,
+            subscribers: vec!["bob@example.com".into()],
+            fetchers: vec![tern_wire::Fetcher {
+                who: "carol@other.org".into(),
+                age: 5,
+                count: 1
+            }],
+        }]
+    );
+}

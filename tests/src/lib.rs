@@ -34,7 +34,8 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A gateway for `example.com` and `example.org` on embedded defaults.
+    /// A gateway for `example.com` and `example.org` on embedded defaults, except that
+    /// per-principal rate limits are off (see [`Self::start_with`]).
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
@@ -48,10 +49,22 @@ impl Harness {
             data_dir: dir.path().to_path_buf(),
             ..GatewayConfig::default()
         };
-        config.domains = vec![
-            tern_gateway::config::DomainEntry::Name("example.com".into()),
-            tern_gateway::config::DomainEntry::Name("example.org".into()),
-        ];
+        // Per-principal rate limits are off here: these tests pipeline hundreds of
+        // requests from one principal on purpose. Tests of the limits set their own.
+        let unlimited = |name: &str| {
+            tern_gateway::config::DomainEntry::Table(tern_gateway::config::DomainTable {
+                name: name.into(),
+                presence: true,
+                im: true,
+                rates: tern_gateway::config::RateTable {
+                    messages_per_minute: 0,
+                    subscriptions_per_minute: 0,
+                    fetches_per_minute: 0,
+                    burst: 1,
+                },
+            })
+        };
+        config.domains = vec![unlimited("example.com"), unlimited("example.org")];
         tune(&mut config);
         let gateway = start(config.clone()).await.expect("gateway starts");
         let addr = gateway.local_addr();

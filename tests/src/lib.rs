@@ -52,17 +52,13 @@ impl Harness {
         // Per-principal rate limits are off here: these tests pipeline hundreds of
         // requests from one principal on purpose. Tests of the limits set their own.
         let unlimited = |name: &str| {
-            tern_gateway::config::DomainEntry::Table(tern_gateway::config::DomainTable {
-                name: name.into(),
-                presence: true,
-                im: true,
-                rates: tern_gateway::config::RateTable {
-                    messages_per_minute: 0,
-                    subscriptions_per_minute: 0,
-                    fetches_per_minute: 0,
-                    burst: 1,
-                },
-            })
+            let off = tern_gateway::config::RateTable {
+                messages_per_minute: 0,
+                subscriptions_per_minute: 0,
+                fetches_per_minute: 0,
+                burst: 1,
+            };
+            domain(name, off)
         };
         config.domains = vec![unlimited("example.com"), unlimited("example.org")];
         tune(&mut config);
@@ -188,6 +184,19 @@ pub async fn events_within(client: &Client, window: Duration) -> Vec<Event> {
         seen.push(event);
     }
     seen
+}
+
+/// A served domain with both services and these rate limits.
+pub fn domain(
+    name: &str,
+    rates: tern_gateway::config::RateTable,
+) -> tern_gateway::config::DomainEntry {
+    tern_gateway::config::DomainEntry::Table(tern_gateway::config::DomainTable {
+        name: name.into(),
+        presence: true,
+        im: true,
+        rates,
+    })
 }
 
 /// A one-tuple presence: OPEN, with `note`.

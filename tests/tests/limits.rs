@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tern_client::ClientError;
-use tern_gateway::config::{DomainEntry, DomainTable, RateTable};
+use tern_gateway::config::RateTable;
 use tern_tests::Harness;
 
 async fn send(
@@ -24,12 +24,7 @@ async fn a_rate_limited_client_recovers_after_retry_after_while_others_are_unaff
             burst: 3,
             ..RateTable::default()
         };
-        c.domains = vec![DomainEntry::Table(DomainTable {
-            name: "example.com".into(),
-            presence: true,
-            im: true,
-            rates,
-        })];
+        c.domains = vec![tern_tests::domain("example.com", rates)];
     })
     .await;
     let spammer = gw.user("spammer@example.com").await;

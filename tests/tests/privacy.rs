@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use tern_gateway::config::{DomainEntry, DomainTable, RateTable};
+use tern_gateway::config::RateTable;
 use tern_tests::raw::RawSession;
 use tern_tests::{Harness, open_presence};
 use tern_wire::{ClientMode, Down, Have, Hello, Message, Open, Up, VERSION};
@@ -66,12 +66,7 @@ async fn no_frame_carries_the_other_partys_address() {
             burst: 3,
             ..RateTable::default()
         };
-        c.domains = vec![DomainEntry::Table(DomainTable {
-            name: "example.com".into(),
-            presence: true,
-            im: true,
-            rates,
-        })];
+        c.domains = vec![tern_tests::domain("example.com", rates)];
     })
     .await;
     let (alice, bob) = ("alice@example.com", "bob@example.com");

@@ -41,7 +41,8 @@ pub(super) struct Limiter {
     clock: FakeRelativeClock,
     /// The hub time the clock stands at.
     at: Millis,
-    buckets: HashMap<(String, Kind), Bucket>,
+    /// Domain → its buckets, one per kind that is limited.
+    buckets: HashMap<String, Vec<(Kind, Bucket)>>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -58,12 +59,14 @@ impl Limiter {
         let clock = FakeRelativeClock::default();
         let mut buckets = HashMap::new();
         for domain in domains {
-            for kind in [Kind::Message, Kind::Subscription, Kind::Fetch] {
-                if let Some(quota) = quota(&domain.rates, kind) {
-                    let bucket = RateLimiter::hashmap_with_clock(quota, clock.clone());
-                    buckets.insert((domain.name.clone(), kind), bucket);
-                }
-            }
+            let limited = [Kind::Message, Kind::Subscription, Kind::Fetch]
+                .into_iter()
+                .filter_map(|kind| {
+                    let quota = quota(&domain.rates, kind)?;
+                    Some((kind, RateLimiter::hashmap_with_clock(quota, clock.clone())))
+                })
+                .collect();
+            buckets.insert(domain.name.clone(), limited);
         }
         Self {
             clock,
@@ -85,7 +88,11 @@ impl Limiter {
             self.at = now;
         }
         let domain = principal.rsplit_once('@').map_or("", |(_, d)| d);
-        let Some(bucket) = self.buckets.get(&(domain.to_string(), kind)) else {
+        let bucket = self
+            .buckets
+            .get(domain)
+            .and_then(|b| b.iter().find(|(k, _)| *k == kind));
+        let Some((_, bucket)) = bucket else {
             return Ok(());
         };
         match bucket.check_key(&principal.to_string()) {
@@ -96,7 +103,7 @@ impl Limiter {
 
     /// Forgets buckets that are full again (idle principals), to bound memory.
     pub(super) fn shrink(&mut self) {
-        for bucket in self.buckets.values() {
+        for (_, bucket) in self.buckets.values().flatten() {
             bucket.retain_recent();
         }
     }

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 
 use tern_wire::addr::Address;
 use tern_wire::codec::CodecError;
-use tern_wire::frame::{Opened, Welcome};
+use tern_wire::frame::{Opened, ReqId, Welcome};
 use tern_wire::{ClientMode, Down, ErrorCode, Have, Hello, Open, Up, VERSION};
 
 use super::limits::Kind;
@@ -158,6 +158,16 @@ impl Opening {
 
 const BAD_LOGIN: &str = "unknown user or wrong token";
 
+/// The request id and rate-limit kind of a request that a rate limit counts.
+fn limited_kind(frame: &Up) -> Option<(ReqId, Kind)> {
+    match frame {
+        Up::Send { req, .. } => Some((*req, Kind::Message)),
+        Up::Subscribe { req, .. } => Some((*req, Kind::Subscription)),
+        Up::Fetch { req, .. } | Up::FetchIf { req, .. } => Some((*req, Kind::Fetch)),
+        _ => None,
+    }
+}
+
 impl Hub {
     /// A decoded frame from a connection.
     pub fn handle_frame(
@@ -280,7 +290,9 @@ impl Hub {
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
         let user = user.to_string();
-        if self.over_limit(now, conn, &user, &frame) {
+        if let Some((req, kind)) = limited_kind(&frame)
+            && self.limited(now, conn, &user, req, kind)
+        {
             return Ok(());
         }
         match frame {
@@ -313,15 +325,9 @@ impl Hub {
         }
     }
 
-    /// Whether `frame` puts its principal over a rate limit; if so it is answered
+    /// Whether a request of `kind` puts `user` over a rate limit; if so it is answered
     /// `Limited` and must go no further.
-    fn over_limit(&mut self, now: Millis, conn: ConnId, user: &str, frame: &Up) -> bool {
-        let (req, kind) = match frame {
-            Up::Send { req, .. } => (*req, Kind::Message),
-            Up::Subscribe { req, .. } => (*req, Kind::Subscription),
-            Up::Fetch { req, .. } | Up::FetchIf { req, .. } => (*req, Kind::Fetch),
-            _ => return false,
-        };
+    fn limited(&mut self, now: Millis, conn: ConnId, user: &str, req: ReqId, kind: Kind) -> bool {
         let Err(wait) = self.limiter.check(now, user, kind) else {
             return false;
         };
@@ -396,13 +402,9 @@ impl Hub {
                 Err((code, text)) => self.close(now, conn, code, text, store),
             },
             (Up::Send { req, msg }, Some(user)) => {
-                let frame = Up::Send { req, msg };
-                if self.over_limit(now, conn, &user, &frame) {
+                if self.limited(now, conn, &user, req, Kind::Message) {
                     return Ok(());
                 }
-                let Up::Send { req, msg } = frame else {
-                    return Ok(());
-                };
                 self.send_message(now, conn, &user, req, msg, store)
             }
             (Up::Have(have), Some(user)) => self.early_have(conn, &user, have, store),

@@ -39,13 +39,17 @@ impl FetchLog {
             return; // one's own presence is not watching
         }
         let log = self.by_presentity.entry(presentity.into()).or_default();
-        log.retain(|_, f| now.saturating_sub(f.last) < window);
         let entry = log.entry(fetcher.into()).or_insert(Fetches {
             last: now,
             count: 0,
         });
         entry.last = now;
         entry.count = entry.count.saturating_add(1);
+        // Sweeping costs a pass over the log: only when it is over its bound. (Listing
+        // filters by the window anyway.)
+        if log.len() > FETCHERS_MAX {
+            log.retain(|_, f| now.saturating_sub(f.last) < window);
+        }
         if log.len() > FETCHERS_MAX
             && let Some(oldest) = log
                 .iter()

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ErrorCode;
 use crate::message::{InboxItem, Message, ReceiptStatus};
 use crate::presence::{Presence, PresenceDoc};
+use crate::rules::{Decision, Rules, SubInfo, SubState};
 use crate::sync::{Batch, ClientMode, Have, Slot, Version};
 use crate::types::{Key, List, Name, Text};
 
@@ -108,6 +109,123 @@ pub enum Up {
         /// Request id.
         req: ReqId,
     },
+    /// 14: asks for the principal's rules; answered with [`Down::Rules`].
+    GetRules {
+        /// Request id.
+        req: ReqId,
+    },
+    /// 15: replaces the principal's rules; answered with [`Down::Ok`]. Existing
+    /// subscriptions follow at once: a watcher now denied is cancelled (and told), a
+    /// pending one now allowed is granted, and every watcher's view is recomputed.
+    SetRules {
+        /// Request id.
+        req: ReqId,
+        /// The new rules, whole.
+        rules: Rules,
+    },
+    /// 16: decides about one watcher, typically one that asked ([`Down::Asked`]): puts
+    /// a rule for exactly that principal first among the presence rules (replacing an
+    /// earlier one for it) and applies the rules as [`Up::SetRules`] does.
+    Decide {
+        /// Request id.
+        req: ReqId,
+        /// The watcher, `local@domain`.
+        watcher: Name,
+        /// The decision.
+        decision: Decision,
+    },
+    /// 17: the principal ends a watcher's subscription to it (RFC 2779 5.1.16);
+    /// answered with [`Down::Ok`] whether or not there was one. The watcher is told
+    /// ([`Down::Subscription`], `Cancelled`) unless it was politely blocked. It may
+    /// subscribe again, under the rules.
+    Cancel {
+        /// Request id.
+        req: ReqId,
+        /// The watcher, `local@domain`.
+        watcher: Name,
+    },
+    /// 18: lists subscriptions and their states; answered with
+    /// [`Down::Subscriptions`]. `incoming` false: the principal's own subscriptions;
+    /// true: the subscriptions and pending requests to its presentity.
+    Subscriptions {
+        /// Request id.
+        req: ReqId,
+        /// Which way.
+        incoming: bool,
+    },
+    /// 19: a delegate replaces another principal's presence (RFC 2779 2.3.4); answered
+    /// with [`Down::Ok`], or `refused` unless that principal's rules name the session's
+    /// principal a delegate with [`crate::rules::Delegate::PUBLISH`].
+    PublishFor {
+        /// Request id.
+        req: ReqId,
+        /// The presentity.
+        presentity: Name,
+        /// Its new presence information.
+        presence: Presence,
+    },
+    /// 20: a delegate reads another principal's inbox (RFC 2779 2.3.6): the items held
+    /// for it after sequence number `after`, without acknowledging them; answered with
+    /// [`Down::Items`], or `refused` unless the owner's rules name the session's
+    /// principal a delegate with [`crate::rules::Delegate::READ`].
+    Read {
+        /// Request id.
+        req: ReqId,
+        /// The inbox, `local@domain`.
+        inbox: Name,
+        /// Items after this sequence number.
+        after: u64,
+    },
+    /// 21: opens an administrator's session for one domain, authenticated by the
+    /// domain's administrator token (not a user's). Must be the first frame, exactly
+    /// once; answered with [`Down::Welcome`] (whose `user` is the domain).
+    Operate(Operate),
+    /// 22: an administrator's request about one principal of its domain. Answered as
+    /// the principal's own request would be (see [`AdminOp`]); every one is logged.
+    Admin {
+        /// Request id.
+        req: ReqId,
+        /// The principal, `local@domain`.
+        user: Name,
+        /// What to do.
+        op: AdminOp,
+    },
+}
+
+/// The opening frame of an administrator's session. Its first field is the version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operate {
+    /// Protocol version; [`crate::VERSION`].
+    pub version: u16,
+    /// The domain administered.
+    pub domain: Name,
+    /// The domain's administrator token.
+    pub token: Text,
+}
+
+/// What an administrator does about one principal ([`Up::Admin`]).
+// Without an allocator nothing can be boxed: every variant is held inline.
+#[cfg_attr(not(feature = "std"), allow(clippy::large_enum_variant))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminOp {
+    /// 0: who watches the principal; answered with [`Down::Watchers`] (RFC 2779 5.1.16).
+    Watchers,
+    /// 1: its subscriptions and pending requests, as its own [`Up::Subscriptions`]
+    /// with the same `incoming`; answered with [`Down::Subscriptions`].
+    Subscriptions {
+        /// Which way: true for the subscriptions to the principal's presentity.
+        incoming: bool,
+    },
+    /// 2: its rules; answered with [`Down::Rules`].
+    GetRules,
+    /// 3: replaces its rules, as [`Up::SetRules`]; answered with [`Down::Ok`].
+    SetRules(Rules),
+    /// 4: its presence; answered with [`Down::Versioned`].
+    GetPresence,
+    /// 5: replaces its presence, as its own `Publish`; answered with [`Down::Ok`].
+    SetPresence(Presence),
+    /// 6: ends one watcher's subscription to it, as [`Up::Cancel`].
+    Cancel(Name),
 }
 
 /// The opening frame of a device that keeps state: it names the device, so that the
@@ -277,6 +395,62 @@ pub enum Down {
         /// The new subscriber, authenticated.
         watcher: Name,
     },
+    /// 16: the answer to `Subscribe` when the principal's rules say *ask*: the
+    /// subscription is recorded and waits for the principal's decision, which comes as
+    /// [`Down::Subscription`].
+    Pending {
+        /// Request id.
+        req: ReqId,
+    },
+    /// 17: a principal asks to subscribe to the session's presentity; answer it with
+    /// [`Up::Decide`]. Pushed to every session of the presentity's principal, and
+    /// listed by [`Up::Subscriptions`] (`incoming`) until decided.
+    Asked {
+        /// The watcher, authenticated (`anonymous@domain` for an anonymous one).
+        watcher: Name,
+    },
+    /// 18: the principal's rules, answering [`Up::GetRules`].
+    Rules {
+        /// Request id.
+        req: ReqId,
+        /// The rules.
+        rules: Rules,
+    },
+    /// 19: subscriptions and their states, answering [`Up::Subscriptions`].
+    Subscriptions {
+        /// Request id.
+        req: ReqId,
+        /// The subscriptions, in address order.
+        list: List<SubInfo>,
+    },
+    /// 20: the state of one of the session's subscriptions changed: a pending one was
+    /// granted (`Active`; its presence follows as for a new subscription) or refused
+    /// (`Denied`), or the presentity's principal ended it (`Cancelled`).
+    Subscription {
+        /// The presentity.
+        target: Name,
+        /// The new state.
+        state: SubState,
+    },
+    /// 21: inbox items read by a delegate, answering [`Up::Read`]. `more` says that
+    /// more items follow the last one: read again after its sequence number.
+    Items {
+        /// Request id.
+        req: ReqId,
+        /// The items, oldest first.
+        items: List<Item>,
+        /// Whether more items are held after these.
+        more: bool,
+    },
+}
+
+/// One inbox item in [`Down::Items`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// Its position in the owner's inbox log.
+    pub seq: u64,
+    /// The item.
+    pub item: InboxItem,
 }
 
 /// One recent fetcher in [`Down::Watchers`].
@@ -340,9 +514,18 @@ impl Up {
             | Self::Send { req, .. }
             | Self::FetchIf { req, .. }
             | Self::Watchers { req }
+            | Self::GetRules { req }
+            | Self::SetRules { req, .. }
+            | Self::Decide { req, .. }
+            | Self::Cancel { req, .. }
+            | Self::Subscriptions { req, .. }
+            | Self::PublishFor { req, .. }
+            | Self::Read { req, .. }
+            | Self::Admin { req, .. }
             | Self::Have(Have { req, .. }) => Some(*req),
             Self::Hello(_)
             | Self::Open(_)
+            | Self::Operate(_)
             | Self::Ack { .. }
             | Self::Bye
             | Self::Mode { .. }
@@ -363,14 +546,20 @@ impl Down {
             | Self::Subscribed { req, .. }
             | Self::Versioned { req, .. }
             | Self::Limited { req, .. }
-            | Self::Watchers { req, .. } => Some(*req),
+            | Self::Watchers { req, .. }
+            | Self::Pending { req }
+            | Self::Rules { req, .. }
+            | Self::Subscriptions { req, .. }
+            | Self::Items { req, .. } => Some(*req),
             Self::Welcome(_)
             | Self::Opened(_)
             | Self::Notify { .. }
             | Self::Deliver { .. }
             | Self::Close { .. }
             | Self::Batch(_)
-            | Self::Watched { .. } => None,
+            | Self::Watched { .. }
+            | Self::Asked { .. }
+            | Self::Subscription { .. } => None,
         }
     }
 }

@@ -29,14 +29,19 @@ pub mod frame;
 pub mod limits;
 pub mod message;
 pub mod presence;
+pub mod rules;
 pub mod sync;
 pub mod types;
 
 pub use codec::CodecError;
 pub use error::ErrorCode;
-pub use frame::{Down, Fetcher, Hello, Open, Opened, Up};
+pub use frame::{AdminOp, Down, Fetcher, Hello, Item, Open, Opened, Operate, Up};
 pub use message::{InboxItem, Incoming, LateReceipt, Message, MsgId, ReceiptStatus};
 pub use presence::{Availability, Basic, CardField, CardKind, Ext, Presence, PresenceDoc, Tuple};
+pub use rules::{
+    Decision, Delegate, Delivery, InboxRule, PresenceRule, Rules, SubInfo, SubState, View, When,
+    Who,
+};
 pub use sync::{Batch, Change, ClientMode, Have, Held, Slot, Version};
 
 /// The protocol version spoken by this crate, sent first in [`Hello`] and [`frame::Welcome`].

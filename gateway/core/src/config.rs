@@ -12,8 +12,13 @@ pub struct DomainConfig {
     pub presence: bool,
     /// Whether the instant-message service runs for this domain.
     pub im: bool,
-    /// Rate limits for this domain's principals.
+    /// Rate limits for this domain's principals (anonymous sessions: per source
+    /// address).
     pub rates: RateLimits,
+    /// Whether unauthenticated (anonymous) sessions may open in this domain (RFC 2779
+    /// 5.1.3): they watch and send as `anonymous@<domain>`, and each principal's rules
+    /// still decide what they may do (by default nothing).
+    pub anonymous: bool,
 }
 
 /// How many requests of each kind one principal may make: `per_minute` on average,
@@ -53,6 +58,7 @@ impl DomainConfig {
             presence: true,
             im: true,
             rates: RateLimits::default(),
+            anonymous: false,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! gateway in simulated time.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod hub;
@@ -22,5 +23,6 @@ pub mod validate;
 pub use config::{CacheSizes, DomainConfig, FlushPolicy, HubConfig, RateLimits};
 pub use hub::{Action, ConnId, Hub, Millis};
 pub use store::{
-    DeviceRecord, MemStore, SentRecord, Store, StoreError, Subscription, UserRecord, Versioned,
+    AdminRecord, DeviceRecord, MemStore, Request, SentRecord, Store, StoreError, StoredRules,
+    Subscription, UserRecord, Versioned,
 };

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tern_wire::{InboxItem, PresenceDoc, Slot, Version};
+use tern_wire::{InboxItem, PresenceDoc, Rules, Slot, Version};
 
 /// A storage failure; the event that met it is rolled back and answered `internal`.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,40 @@ pub struct Subscription {
     /// never reused for another subscription of that watcher (until the watcher is
     /// removed).
     pub slot: Slot,
+}
+
+/// A principal's rules as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredRules {
+    /// The rules.
+    pub rules: Rules,
+    /// The version of the principal's document made when the rules last changed what
+    /// some watcher sees: no delta may span it (views before and after differ).
+    pub epoch: Version,
+}
+
+/// A subscription waiting for the presentity's principal to decide (rule *ask*).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The principal asking to watch.
+    pub watcher: String,
+    /// The presentity.
+    pub target: String,
+    /// When it asked, Unix ms.
+    pub at: u64,
+}
+
+/// One administrator action, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminRecord {
+    /// When, Unix ms.
+    pub at: u64,
+    /// The administered domain.
+    pub domain: String,
+    /// The principal acted on.
+    pub user: String,
+    /// What was done, for people (e.g. `cancel bob@example.test`).
+    pub action: String,
 }
 
 /// Durable state of the gateway, seen through one open transaction.
@@ -142,6 +176,30 @@ pub trait Store {
     fn sent(&self, sender: &str, id: &[u8]) -> Result<Option<SentRecord>, StoreError>;
     /// Records an accepted message for de-duplication.
     fn put_sent(&mut self, sender: &str, id: &[u8], record: SentRecord) -> Result<(), StoreError>;
+
+    /// Every principal's rules (read once at start); principals without rules are
+    /// absent.
+    fn all_rules(&self) -> Result<Vec<(String, StoredRules)>, StoreError>;
+    /// Creates or replaces a principal's rules.
+    fn put_rules(&mut self, owner: &str, rules: &StoredRules) -> Result<(), StoreError>;
+
+    /// Records a pending subscription (replacing an earlier one of the same pair).
+    fn add_request(&mut self, request: &Request) -> Result<(), StoreError>;
+    /// Removes a pending subscription; false if there was none.
+    fn remove_request(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError>;
+    /// The pending subscriptions to `target`, oldest first.
+    fn requests_to(&self, target: &str) -> Result<Vec<Request>, StoreError>;
+    /// The pending subscriptions of `watcher`, in target order.
+    fn requests_of(&self, watcher: &str) -> Result<Vec<Request>, StoreError>;
+
+    /// The hash of a domain's administrator token ([`crate::auth::hash_token`]).
+    fn admin_token(&self, domain: &str) -> Result<Option<[u8; 32]>, StoreError>;
+    /// Sets (or replaces) a domain's administrator token hash.
+    fn put_admin_token(&mut self, domain: &str, hash: &[u8; 32]) -> Result<(), StoreError>;
+    /// Appends to the administrators' audit log.
+    fn log_admin(&mut self, record: &AdminRecord) -> Result<(), StoreError>;
+    /// The last `limit` entries of a domain's audit log, oldest first.
+    fn admin_log(&self, domain: &str, limit: usize) -> Result<Vec<AdminRecord>, StoreError>;
 }
 
 /// An in-memory [`Store`] for unit tests and simulations. Not durable.
@@ -157,6 +215,11 @@ pub struct MemStore {
     inboxes: HashMap<String, (u64, BTreeMap<u64, InboxItem>)>,
     devices: BTreeMap<(String, Vec<u8>), DeviceRecord>,
     sent: HashMap<(String, Vec<u8>), SentRecord>,
+    rules: BTreeMap<String, StoredRules>,
+    /// (watcher, target) → the request.
+    requests: BTreeMap<(String, String), Request>,
+    admins: HashMap<String, [u8; 32]>,
+    admin_log: Vec<AdminRecord>,
 }
 
 impl Store for MemStore {
@@ -185,6 +248,9 @@ impl Store for MemStore {
         self.devices.retain(|(owner, _), _| owner != address);
         self.sent
             .retain(|(sender, _), record| sender != address && record.owner != address);
+        self.rules.remove(address);
+        self.requests
+            .retain(|(w, t), _| w.as_str() != address && t.as_str() != address);
         Ok(self.users.remove(address).is_some())
     }
 
@@ -324,5 +390,75 @@ impl Store for MemStore {
     fn put_sent(&mut self, sender: &str, id: &[u8], record: SentRecord) -> Result<(), StoreError> {
         self.sent.insert((sender.into(), id.to_vec()), record);
         Ok(())
+    }
+
+    fn all_rules(&self) -> Result<Vec<(String, StoredRules)>, StoreError> {
+        Ok(self
+            .rules
+            .iter()
+            .map(|(o, r)| (o.clone(), r.clone()))
+            .collect())
+    }
+
+    fn put_rules(&mut self, owner: &str, rules: &StoredRules) -> Result<(), StoreError> {
+        self.rules.insert(owner.into(), rules.clone());
+        Ok(())
+    }
+
+    fn add_request(&mut self, request: &Request) -> Result<(), StoreError> {
+        let key = (request.watcher.clone(), request.target.clone());
+        self.requests.insert(key, request.clone());
+        Ok(())
+    }
+
+    fn remove_request(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .requests
+            .remove(&(watcher.into(), target.into()))
+            .is_some())
+    }
+
+    fn requests_to(&self, target: &str) -> Result<Vec<Request>, StoreError> {
+        let mut found: Vec<Request> = self
+            .requests
+            .values()
+            .filter(|r| r.target == target)
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (a.at, &a.watcher).cmp(&(b.at, &b.watcher)));
+        Ok(found)
+    }
+
+    fn requests_of(&self, watcher: &str) -> Result<Vec<Request>, StoreError> {
+        Ok(self
+            .requests
+            .values()
+            .filter(|r| r.watcher == watcher)
+            .cloned()
+            .collect())
+    }
+
+    fn admin_token(&self, domain: &str) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(self.admins.get(domain).copied())
+    }
+
+    fn put_admin_token(&mut self, domain: &str, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.admins.insert(domain.into(), *hash);
+        Ok(())
+    }
+
+    fn log_admin(&mut self, record: &AdminRecord) -> Result<(), StoreError> {
+        self.admin_log.push(record.clone());
+        Ok(())
+    }
+
+    fn admin_log(&self, domain: &str, limit: usize) -> Result<Vec<AdminRecord>, StoreError> {
+        let mine: Vec<&AdminRecord> = self
+            .admin_log
+            .iter()
+            .filter(|r| r.domain == domain)
+            .collect();
+        let skip = mine.len().saturating_sub(limit);
+        Ok(mine.into_iter().skip(skip).cloned().collect())
     }
 }

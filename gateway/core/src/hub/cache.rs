@@ -4,8 +4,9 @@
 //! Deltas are computed once per (presentity, base version, version) and shared by every
 //! watcher that holds the same base: a change fanned out to a thousand watchers that are
 //! up to date costs one diff. A cache never decides who may see what: callers apply
-//! access decisions before they ask (RFC 2779 3.3.3), and when views per watcher exist
-//! the delta key will include the view.
+//! access decisions before they ask (RFC 2779 3.3.3), and a delta's key includes the
+//! watcher's view (the index of the rule that gives it, stable within one epoch of the
+//! presentity's rules).
 //!
 //! This module owns the three caches and their sizes. It reads the store only through
 //! the caller (a miss on the current document is the caller's to fill) and never sends.
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use lru::LruCache;
 use tern_wire::codec::body_size;
 use tern_wire::delta::{self, Op};
-use tern_wire::{Presence, Version};
+use tern_wire::{Presence, Version, View};
 
 use crate::config::CacheSizes;
 use crate::store::Versioned;
@@ -29,7 +30,7 @@ pub(super) type Ops = Arc<Option<Vec<Op>>>;
 pub(super) struct Caches {
     current: LruCache<String, Versioned>,
     versions: LruCache<(String, Version), Arc<Presence>>,
-    deltas: LruCache<(String, Version, Version), Ops>,
+    deltas: LruCache<(String, Version, Version, usize), Ops>,
     /// Counters, for benchmarks and logs.
     pub(super) stats: CacheStats,
 }
@@ -81,14 +82,22 @@ impl Caches {
     /// The ops from version `base` of a presentity to `to` (whose document is
     /// `target`); `None` inside when the base is not cached or a diff cannot express the
     /// change (send it whole).
+    /// `view` is the watcher's view with its key (`target` is already in that view);
+    /// `None` for the whole document.
     pub(super) fn delta(
         &mut self,
         presentity: &str,
         base: Version,
         to: Version,
+        view: Option<&(usize, View)>,
         target: &Presence,
     ) -> Ops {
-        let key = (presentity.to_string(), base, to);
+        let key = (
+            presentity.to_string(),
+            base,
+            to,
+            view.map_or(usize::MAX, |v| v.0),
+        );
         if let Some(ops) = self.deltas.get(&key) {
             self.stats.delta_hits += 1;
             return ops.clone();
@@ -98,6 +107,10 @@ impl Caches {
             return Arc::new(None);
         };
         self.stats.delta_misses += 1;
+        let old = match view {
+            Some((_, view)) => Arc::new(crate::access::apply_view(view, &old)),
+            None => old,
+        };
         let ops = delta::diff(&old, target).filter(|ops| cheaper(ops, target));
         let ops = Arc::new(ops);
         self.deltas.put(key, ops.clone());

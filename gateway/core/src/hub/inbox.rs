@@ -9,12 +9,19 @@
 
 use tern_wire::addr::Address;
 use tern_wire::frame::ReqId;
-use tern_wire::{Down, ErrorCode, InboxItem, Incoming, LateReceipt, Message, ReceiptStatus};
+use tern_wire::{
+    Delegate, Delivery, Down, ErrorCode, InboxItem, Incoming, Item, LateReceipt, Message,
+    ReceiptStatus,
+};
 
 use super::session::ConnState;
 use super::{ConnId, Hub, Millis, Pending};
+use crate::access;
 use crate::store::{DeviceRecord, SentRecord, Store, StoreError};
 use crate::validate;
+
+/// Most items one `Read` returns.
+const READ_MAX: usize = 32;
 
 impl Hub {
     pub(super) fn send_message(
@@ -57,6 +64,22 @@ impl Hub {
                 return Ok(());
             }
         };
+        match access::delivery(self.rules_of(&owner), sender) {
+            Delivery::Accept => {}
+            Delivery::Refuse => {
+                tracing::debug!(%sender, %owner, "message refused by the inbox's rules");
+                let status = ReceiptStatus::Failed(ErrorCode::REFUSED);
+                self.send(conn, Down::Receipt { req, status });
+                return Ok(());
+            }
+            Delivery::Discard => {
+                // Silence: the receipt of a message waiting for an offline recipient.
+                tracing::debug!(%sender, %owner, "message discarded by the inbox's rules");
+                let status = ReceiptStatus::Stored;
+                self.send(conn, Down::Receipt { req, status });
+                return Ok(());
+            }
+        }
         let id = incoming.id.clone();
         let seq = store.inbox_push(&owner, &InboxItem::Message(incoming))?;
         let record = SentRecord {
@@ -113,7 +136,8 @@ impl Hub {
         };
         let incoming = Incoming {
             id: msg.id,
-            from: sender.into(),
+            // Anonymous senders are marked as such, and only as such (RFC 2779 AD4).
+            from: access::public_name(sender).into_owned(),
             to: to.into_string(),
             reply_to,
             content_type: msg.content_type,
@@ -121,6 +145,47 @@ impl Hub {
             sent: now,
         };
         Ok(Ok((owner, incoming)))
+    }
+
+    /// `Up::Read`: a delegate reads another principal's inbox (RFC 2779 2.3.6), without
+    /// acknowledging anything.
+    pub(super) fn read_for(
+        &mut self,
+        conn: ConnId,
+        reader: &str,
+        req: ReqId,
+        inbox: &str,
+        after: u64,
+        store: &dyn Store,
+    ) -> Result<(), StoreError> {
+        let Ok(address) = Address::parse(inbox) else {
+            self.fail(
+                conn,
+                req,
+                ErrorCode::BAD_ADDRESS,
+                "not a local@domain address",
+            );
+            return Ok(());
+        };
+        let Some(owner) = store.inbox_owner(address.as_str())? else {
+            self.fail(conn, req, ErrorCode::UNKNOWN_USER, "no such inbox");
+            return Ok(());
+        };
+        if !access::delegated(self.rules_of(&owner), reader, Delegate::READ) {
+            let text = "the inbox's principal has not delegated reading to you";
+            self.fail(conn, req, ErrorCode::REFUSED, text);
+            return Ok(());
+        }
+        let mut found = store.inbox_after(&owner, after, READ_MAX + 1)?;
+        let more = found.len() > READ_MAX;
+        found.truncate(READ_MAX);
+        let items = found
+            .into_iter()
+            .map(|(seq, item)| Item { seq, item })
+            .collect();
+        tracing::debug!(%reader, %owner, after, "delegate read the inbox");
+        self.send(conn, Down::Items { req, items, more });
+        Ok(())
     }
 
     /// A cumulative acknowledgement from a session.

@@ -17,11 +17,13 @@
 //!
 //! Time is Unix milliseconds ([`Millis`]), passed in; the hub never reads a clock.
 
+mod admin;
 mod cache;
 mod inbox;
 mod limits;
 mod presence;
 mod roster;
+mod rules;
 mod session;
 mod sync;
 mod watchinfo;
@@ -115,6 +117,13 @@ pub struct Hub {
     limiter_shrunk: Millis,
     /// Recent fetchers per presentity, for watcher information.
     fetches: FetchLog,
+    /// Every principal's rules that has any.
+    rules: HashMap<String, rules::Owned>,
+    /// When a time window of some principal's rules next opens or closes, earliest
+    /// first.
+    flips: BTreeSet<(Millis, String)>,
+    /// Connection → its source address (opaque), for limits on anonymous peers.
+    sources: HashMap<ConnId, String>,
     /// (inbox owner, seq) → the send request waiting for its delivery.
     pending: HashMap<(String, u64), Pending>,
     /// Deadlines of `pending`, earliest first.
@@ -141,6 +150,9 @@ impl Hub {
             limiter: Limiter::new(&config.domains),
             limiter_shrunk: 0,
             fetches: FetchLog::default(),
+            rules: HashMap::new(),
+            flips: BTreeSet::new(),
+            sources: HashMap::new(),
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
             staged: Vec::new(),
@@ -155,8 +167,15 @@ impl Hub {
     pub fn load(&mut self, now: Millis, store: &mut dyn Store) -> Result<(), StoreError> {
         self.now = now;
         for sub in store.subscriptions()? {
+            if crate::access::is_anonymous(&sub.watcher) {
+                // An anonymous peer's subscriptions end with its session; these
+                // outlived a gateway that stopped without ending it.
+                store.remove_subscription(&sub.watcher, &sub.target)?;
+                continue;
+            }
             self.rosters.add(&sub.watcher, &sub.target, sub.slot);
         }
+        self.load_rules(store)?;
         for stored in store.presences()? {
             self.mark_out_of_contact(now, &stored.doc.presentity, store)?;
         }
@@ -167,6 +186,12 @@ impl Hub {
     /// The configuration the hub runs with.
     pub fn config(&self) -> &HubConfig {
         &self.config
+    }
+
+    /// Where a new connection comes from (an address, opaque to the hub): anonymous
+    /// peers' rate limits count per source. Call it before the connect call.
+    pub fn set_source(&mut self, conn: ConnId, source: String) {
+        self.sources.insert(conn, source);
     }
 
     /// A new connection: its first frame must be `Hello`.
@@ -186,7 +211,8 @@ impl Hub {
         let parked = self.expiries.first().map(|(at, _, _)| *at);
         let flush = self.flushes.first().map(|(at, _)| *at);
         let sleeper = self.sleepers.first().map(|(at, _)| *at);
-        [receipts, parked, flush, sleeper]
+        let flip = self.flips.first().map(|(at, _)| *at);
+        [receipts, parked, flush, sleeper, flip]
             .into_iter()
             .flatten()
             .min()
@@ -206,6 +232,7 @@ impl Hub {
         let result = self
             .expire_parked(now, store)
             .and_then(|()| self.wake_overdue_sleepers(now, store))
+            .and_then(|()| self.flip_due(store))
             .and_then(|()| self.flush_due(store));
         if result.is_err() {
             self.staged.clear();

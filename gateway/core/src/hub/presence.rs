@@ -9,11 +9,16 @@
 
 use tern_wire::addr::Address;
 use tern_wire::frame::ReqId;
-use tern_wire::{Basic, Down, ErrorCode, Ext, Presence, PresenceDoc, Slot, Tuple, Version};
+use tern_wire::{
+    Basic, Decision, Down, ErrorCode, Ext, Presence, PresenceDoc, Slot, Tuple, Version,
+};
 
 use super::{ConnId, Hub, Millis};
 use crate::store::{Store, StoreError, Versioned};
 use crate::validate::{self, Rejection};
+
+/// The text of a refusal by a presentity's rules.
+const REFUSED: &str = "refused by the presentity's rules";
 
 impl Hub {
     pub(super) fn publish(
@@ -31,6 +36,20 @@ impl Hub {
             self.fail(conn, req, ErrorCode::SERVICE_DISABLED, text);
             return Ok(());
         }
+        self.write_presence(now, conn, user, req, presence, store)
+    }
+
+    /// Validates, versions, stores and notifies a presentity's new presence, answering
+    /// `req` on `conn`.
+    pub(super) fn write_presence(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        user: &str,
+        req: ReqId,
+        presence: Presence,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
         if let Err((code, why)) = validate::presence(&presence) {
             self.fail(conn, req, code, why);
             return Ok(());
@@ -49,6 +68,36 @@ impl Hub {
         self.set_doc(doc, store)
     }
 
+    /// `Up::PublishFor`: a delegate replaces another principal's presence (RFC 2779
+    /// 2.3.4), exactly as that principal's own `Publish` would.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn publish_for(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        user: &str,
+        req: ReqId,
+        presentity: &str,
+        presence: Presence,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        let target = match self.resolve_presentity(presentity, store)? {
+            Ok(target) => target,
+            Err((code, why)) => {
+                self.fail(conn, req, code, why);
+                return Ok(());
+            }
+        };
+        let rules = self.rules_of(&target);
+        if !crate::access::delegated(rules, user, tern_wire::Delegate::PUBLISH) {
+            let text = "the presentity's principal has not delegated publishing to you";
+            self.fail(conn, req, ErrorCode::REFUSED, text);
+            return Ok(());
+        }
+        tracing::debug!(delegate = %user, %target, "delegate publishes");
+        self.write_presence(now, conn, &target, req, presence, store)
+    }
+
     pub(super) fn fetch(
         &mut self,
         conn: ConnId,
@@ -59,13 +108,30 @@ impl Hub {
     ) -> Result<(), StoreError> {
         match self.resolve_presentity(target, store)? {
             Ok(target) => {
-                let doc = self.current_doc(&target, store)?.doc;
+                if self.refuses_fetch(conn, user, req, &target) {
+                    return Ok(());
+                }
+                let current = self.current_doc(&target, store)?;
+                let doc = self.seen(user, current).doc;
                 self.note_fetch(user, &target);
                 self.send(conn, Down::Presence { req, doc });
             }
             Err((code, why)) => self.fail(conn, req, code, why),
         }
         Ok(())
+    }
+
+    /// Whether the presentity's rules refuse `user` a fetch (denied, or asked about
+    /// and not decided); if so it is answered `refused`.
+    fn refuses_fetch(&mut self, conn: ConnId, user: &str, req: ReqId, target: &str) -> bool {
+        let refused = matches!(
+            self.grant(target, user).decision,
+            Decision::Deny | Decision::Ask
+        );
+        if refused {
+            self.fail(conn, req, ErrorCode::REFUSED, REFUSED);
+        }
+        refused
     }
 
     /// A conditional fetch (RFC 2779 3.3): `Ok` when the fetcher's version is current.
@@ -80,7 +146,11 @@ impl Hub {
     ) -> Result<(), StoreError> {
         match self.resolve_presentity(target, store)? {
             Ok(target) => {
+                if self.refuses_fetch(conn, user, req, &target) {
+                    return Ok(());
+                }
                 let current = self.current_doc(&target, store)?;
+                let current = self.seen(user, current);
                 self.note_fetch(user, &target);
                 if version != 0 && current.version == version {
                     self.send(conn, Down::Ok { req });
@@ -116,12 +186,23 @@ impl Hub {
             self.fail(conn, req, ErrorCode::REFUSED, "subscription limit reached");
             return Ok(());
         }
+        let decision = self.grant(&target, user).decision;
+        match decision {
+            Decision::Deny => {
+                self.fail(conn, req, ErrorCode::REFUSED, REFUSED);
+                return Ok(());
+            }
+            // Ask gates new subscriptions only: an existing one stays granted.
+            Decision::Ask if !already => return self.ask(conn, user, req, &target, store),
+            Decision::Ask | Decision::Allow | Decision::Polite => {}
+        }
         let slot = store.add_subscription(user, &target)?;
         let current = self.current_doc(&target, store)?;
         self.rosters.add(user, &target, slot);
-        if !already && user != target {
+        if !already && user != target && decision != Decision::Polite {
             self.announce_watcher(&target, user);
         }
+        let current = self.seen(user, current);
         if self.syncs(conn) {
             self.answer_subscribed(conn, req, slot, current);
         } else {
@@ -154,8 +235,10 @@ impl Hub {
             );
             return Ok(());
         };
-        // Idempotent: ending a subscription that does not exist succeeds.
+        // Idempotent: ending a subscription that does not exist succeeds. A pending
+        // request is withdrawn the same way.
         store.remove_subscription(user, target.as_str())?;
+        store.remove_request(user, target.as_str())?;
         let slot = self.rosters.remove(user, target.as_str());
         if let Some(slot) = slot {
             self.forget_slot(conn, slot);
@@ -211,7 +294,8 @@ impl Hub {
             .map(|r| r.iter().map(|(_, t)| t.to_string()).collect())
             .unwrap_or_default();
         for target in targets {
-            let doc = self.current_doc(&target, store)?.doc;
+            let current = self.current_doc(&target, store)?;
+            let doc = self.seen(user, current).doc;
             if doc.updated >= since {
                 self.send(conn, Down::Notify { doc });
             }
@@ -292,24 +376,33 @@ impl Hub {
 
     /// Caches a new document and tells every online watcher: a `Notify` now, or a
     /// pending slot of a synchronised session.
-    fn set_doc(&mut self, doc: Versioned, store: &dyn Store) -> Result<(), StoreError> {
+    /// Politely blocked watchers are skipped: the gateway spends nothing on them.
+    pub(super) fn set_doc(&mut self, doc: Versioned, store: &dyn Store) -> Result<(), StoreError> {
         let presentity = doc.doc.presentity.clone();
-        let frame = Down::Notify {
-            doc: doc.doc.clone(),
-        };
-        self.caches.put_current(doc);
+        self.caches.put_current(doc.clone());
         let watchers: Vec<String> = self
             .rosters
             .watchers(&presentity)
+            .filter(|w| self.online.contains_key(*w))
             .map(String::from)
             .collect();
         for watcher in watchers {
+            if self.grant(&presentity, &watcher).decision == Decision::Polite {
+                continue;
+            }
             let slot = self.rosters.of(&watcher).and_then(|r| r.slot(&presentity));
             let conns = self.online.get(&watcher).cloned().unwrap_or_default();
+            let mut notify = None;
             for conn in conns {
                 match slot {
                     Some(slot) if self.syncs(conn) => self.mark_pending(conn, slot, store)?,
-                    _ => self.send(conn, frame.clone()),
+                    _ => {
+                        let frame = notify.get_or_insert_with(|| Down::Notify {
+                            doc: self.seen(&watcher, doc.clone()).doc,
+                        });
+                        let frame = frame.clone();
+                        self.send(conn, frame);
+                    }
                 }
             }
         }
@@ -387,7 +480,8 @@ impl Hub {
     /// Remembers a fetch for the presentity's watcher information.
     fn note_fetch(&mut self, fetcher: &str, presentity: &str) {
         let window = self.config.watcher_window_ms;
-        self.fetches.record(self.now, window, presentity, fetcher);
+        let fetcher = crate::access::public_name(fetcher);
+        self.fetches.record(self.now, window, presentity, &fetcher);
     }
 
     fn presence_enabled(&self, user: &str) -> bool {

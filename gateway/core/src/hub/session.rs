@@ -15,6 +15,7 @@
 //! window passes, the session ends as if the client had vanished. `Hello` sessions have
 //! no device and end when their connection does.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use tern_wire::addr::Address;
@@ -39,6 +40,8 @@ pub enum ConnState {
     AwaitHello,
     /// Authenticated as a principal.
     Active(Session),
+    /// An administrator's session for this domain (see `hub/admin.rs`).
+    Admin(String),
     /// A close was sent; waiting for the runtime to report the disconnect.
     Closing,
 }
@@ -226,6 +229,7 @@ impl Hub {
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
         self.now = now;
+        self.sources.remove(&conn);
         let result = match self.conns.remove(&conn) {
             Some(ConnState::Active(session)) if session.resumable => {
                 self.park(now, conn, &session);
@@ -261,11 +265,16 @@ impl Hub {
                         Ok(opening) => self.open(now, conn, opening, None, store),
                         Err((code, text)) => self.close(now, conn, code, text, store),
                     },
+                    Up::Operate(operate) => self.operate(now, conn, operate, store),
                     _ => {
                         let text = "Hello or Open must come first";
                         self.close(now, conn, ErrorCode::PROTOCOL, text, store)
                     }
                 };
+            }
+            Some(ConnState::Admin(domain)) => {
+                let domain = domain.clone();
+                return self.admin_frame(now, conn, &domain, frame, store);
             }
             Some(ConnState::Active(session)) => session,
         };
@@ -290,6 +299,14 @@ impl Hub {
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
         let user = user.to_string();
+        let anonymous = crate::access::is_anonymous(&user);
+        if anonymous && !Self::anonymous_may(&frame) {
+            if let Some(req) = frame.req() {
+                let text = "anonymous peers may only watch and send";
+                self.fail(conn, req, ErrorCode::REFUSED, text);
+            }
+            return Ok(());
+        }
         if let Some((req, kind)) = limited_kind(&frame)
             && self.limited(now, conn, &user, req, kind)
         {
@@ -322,13 +339,71 @@ impl Hub {
                 self.watchers(now, conn, &user, req);
                 Ok(())
             }
+            Up::GetRules { req } => {
+                self.get_rules(conn, &user, req);
+                Ok(())
+            }
+            Up::SetRules { req, rules } => self.set_rules(conn, &user, req, rules, store),
+            Up::Decide {
+                req,
+                watcher,
+                decision,
+            } => self.decide(conn, &user, req, &watcher, decision, store),
+            Up::Cancel { req, watcher } => self.cancel(conn, &user, req, &watcher, store),
+            Up::Subscriptions { req, incoming } => {
+                self.list_subscriptions(conn, &user, req, incoming, store)
+            }
+            Up::PublishFor {
+                req,
+                presentity,
+                presence,
+            } => self.publish_for(now, conn, &user, req, &presentity, presence, store),
+            Up::Read { req, inbox, after } => self.read_for(conn, &user, req, &inbox, after, store),
+            Up::Operate(_) => {
+                let text = "the session is already open";
+                self.close(now, conn, ErrorCode::PROTOCOL, text, store)
+            }
+            Up::Admin { req, .. } => {
+                let text = "administrator requests need an administrator session";
+                self.fail(conn, req, ErrorCode::PROTOCOL, text);
+                Ok(())
+            }
         }
+    }
+
+    /// Whether an anonymous peer may make this request: watching and sending only.
+    fn anonymous_may(frame: &Up) -> bool {
+        matches!(
+            frame,
+            Up::Fetch { .. }
+                | Up::FetchIf { .. }
+                | Up::Subscribe { .. }
+                | Up::Unsubscribe { .. }
+                | Up::Subscriptions {
+                    incoming: false,
+                    ..
+                }
+                | Up::Send { .. }
+                | Up::Ack { .. }
+                | Up::Bye
+                | Up::Have(_)
+                | Up::Mode { .. }
+                | Up::Applied { .. }
+        )
     }
 
     /// Whether a request of `kind` puts `user` over a rate limit; if so it is answered
     /// `Limited` and must go no further.
+    /// Anonymous peers have no identity to count by: their source address is theirs.
     fn limited(&mut self, now: Millis, conn: ConnId, user: &str, req: ReqId, kind: Kind) -> bool {
-        let Err(wait) = self.limiter.check(now, user, kind) else {
+        let key = match self.sources.get(&conn) {
+            Some(source) if crate::access::is_anonymous(user) => {
+                let domain = user.rsplit_once('@').map_or("", |(_, d)| d);
+                Cow::Owned(format!("anonymous+{source}@{domain}"))
+            }
+            _ => Cow::Borrowed(user),
+        };
+        let Err(wait) = self.limiter.check(now, &key, kind) else {
             return false;
         };
         let retry_after = u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX);
@@ -401,7 +476,12 @@ impl Hub {
                 Ok(opening) => self.early_opening(now, conn, opening, store),
                 Err((code, text)) => self.close(now, conn, code, text, store),
             },
-            (Up::Send { req, msg }, Some(user)) => {
+            (Up::Operate(_), None) => {
+                let text = "administrator sessions cannot use 0-RTT";
+                self.close(now, conn, ErrorCode::PROTOCOL, text, store)
+            }
+            // An anonymous peer's messages wait for confirmation: it has no name yet.
+            (Up::Send { req, msg }, Some(user)) if !crate::access::is_anonymous(&user) => {
                 if self.limited(now, conn, &user, req, Kind::Message) {
                     return Ok(());
                 }
@@ -433,10 +513,13 @@ impl Hub {
         mut opening: Opening,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
-        match self.authenticate(&opening, store)? {
+        match self.authenticate(conn, &opening, store)? {
             Ok(record) => {
-                // The normalised address, as `open` will use it.
-                opening.user = record.address;
+                // The normalised address, as `open` will use it (an anonymous peer
+                // authenticates again as `anonymous@domain`).
+                if !crate::access::is_anonymous(&record.address) {
+                    opening.user = record.address;
+                }
                 let answer = self.answer_early(now, conn, &opening, store)?;
                 if let Some(ConnState::Early(early)) = self.conns.get_mut(&conn) {
                     early.opening = Some(opening);
@@ -488,18 +571,22 @@ impl Hub {
         answered: Option<EarlyAnswer>,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
-        let record = match self.authenticate(&opening, store)? {
+        let record = match self.authenticate(conn, &opening, store)? {
             Ok(record) => record,
             Err((code, text)) => return self.close(now, conn, code, text, store),
         };
         let user = record.address.clone();
-        tracing::debug!(conn, %user, resumable = opening.resumable, "session opening");
+        // An anonymous peer's session is never parked and takes no inbox.
+        let anonymous = crate::access::is_anonymous(&user);
+        let resumable = opening.resumable && !anonymous;
+        let takes_inbox = opening.inbox && !anonymous;
+        tracing::debug!(conn, %user, resumable, "session opening");
         if self.sessions_of(&user) == 0 && !self.parked.contains_key(&user) {
             self.resync_principal(&user, store)?;
         }
         let key = (user.clone(), opening.device.clone());
         let mut resumed = false;
-        if opening.resumable {
+        if resumable {
             if let Some(old) = self.live.get(&key).copied() {
                 // The same device again while its old connection looks alive: the old
                 // link is dead (the client knows first).
@@ -509,7 +596,7 @@ impl Hub {
                 resumed = true;
             }
         }
-        let acked = if opening.inbox {
+        let acked = if takes_inbox {
             self.register_device(now, &user, &opening.device, opening.inbox_seen, store)?
         } else {
             0
@@ -535,15 +622,15 @@ impl Hub {
                 user: user.clone(),
                 presentity: record.presentity,
                 device: opening.device.clone(),
-                resumable: opening.resumable,
-                inbox: opening.inbox,
+                resumable,
+                inbox: takes_inbox,
                 acked,
                 pushed,
                 in_flight,
                 sync,
             }),
         );
-        if opening.resumable {
+        if resumable {
             self.live.insert(key, conn);
         }
         self.online.entry(user.clone()).or_default().push(conn);
@@ -600,7 +687,8 @@ impl Hub {
                 .unwrap_or_default()
         };
         for target in targets {
-            let doc = self.current_doc(&target, store)?.doc;
+            let current = self.current_doc(&target, store)?;
+            let doc = self.seen(&user, current).doc;
             self.emit(Action::Send {
                 conn,
                 frame: Down::Notify { doc },
@@ -630,8 +718,13 @@ impl Hub {
     }
 
     /// Checks the version, the address and the token of an opening frame.
+    ///
+    /// An anonymous peer (`anonymous@<domain>`, empty token, in a domain whose operator
+    /// allows them) gets a name of its own inside the gateway, `anonymous+<conn>@domain`,
+    /// that nobody else sees.
     fn authenticate(
         &self,
+        conn: ConnId,
         opening: &Opening,
         store: &dyn Store,
     ) -> Result<Result<UserRecord, (ErrorCode, &'static str)>, StoreError> {
@@ -642,6 +735,24 @@ impl Hub {
         let Ok(address) = Address::parse(&opening.user) else {
             return Ok(Err((ErrorCode::BAD_ADDRESS, "user is not local@domain")));
         };
+        if address.local() == crate::access::ANONYMOUS && opening.token.is_empty() {
+            let allowed = self
+                .config
+                .domain(address.domain())
+                .is_some_and(|d| d.anonymous);
+            if !allowed {
+                let text = "anonymous sessions are off in this domain";
+                return Ok(Err((ErrorCode::UNAUTHORIZED, text)));
+            }
+            return Ok(Ok(UserRecord {
+                address: format!("anonymous+{conn}@{}", address.domain()),
+                token_hash: [0; 32],
+                presentity: false,
+                inbox: false,
+                aliases: Vec::new(),
+                created: 0,
+            }));
+        }
         let record = match self.config.domain(address.domain()) {
             Some(_) => store.user(address.as_str())?,
             None => None,
@@ -780,7 +891,7 @@ impl Hub {
     }
 
     /// Closes a connection with a reason; an active session departs at once.
-    fn close(
+    pub(super) fn close(
         &mut self,
         now: Millis,
         conn: ConnId,
@@ -827,6 +938,21 @@ impl Hub {
             return Ok(());
         }
         tracing::debug!(%user, "out of contact");
+        if crate::access::is_anonymous(user) {
+            // An anonymous peer's subscriptions and requests end with its session.
+            for target in self
+                .rosters
+                .of(user)
+                .map(|r| r.iter().map(|(_, t)| t.to_string()).collect::<Vec<_>>())
+                .unwrap_or_default()
+            {
+                store.remove_subscription(user, &target)?;
+                self.rosters.remove(user, &target);
+            }
+            for request in store.requests_of(user)? {
+                store.remove_request(user, &request.target)?;
+            }
+        }
         self.release_waiting_senders(user);
         self.mark_out_of_contact(now, user, store)
     }

@@ -21,13 +21,12 @@
 //! building of batches. It reads documents through the presence service and the caches;
 //! it changes no durable state.
 
-use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 
 use tern_wire::delta::Check;
 use tern_wire::frame::ReqId;
 use tern_wire::{
-    Batch, Change, ClientMode, Down, ErrorCode, Have, Presence, PresenceDoc, Slot, Version,
+    Batch, Change, ClientMode, Decision, Down, ErrorCode, Have, Presence, Slot, Version,
 };
 
 use super::session::ConnState;
@@ -70,12 +69,6 @@ enum Held {
 }
 
 impl Hub {
-    /// The document as `watcher` may see it. Access rules, when they exist, apply here,
-    /// before any diff or cache, so no delta ever carries what the watcher may not see.
-    pub(super) fn visible<'a>(&self, _watcher: &str, doc: &'a PresenceDoc) -> Cow<'a, Presence> {
-        Cow::Borrowed(&doc.presence)
-    }
-
     /// Whether the connection is a synchronised session.
     pub(super) fn syncs(&self, conn: ConnId) -> bool {
         matches!(self.conns.get(&conn), Some(ConnState::Active(s)) if s.sync.is_some())
@@ -192,8 +185,8 @@ impl Hub {
         };
         sync.held.insert(slot, current.version);
         sync.pending.remove(&slot);
-        let mut doc = current.doc;
-        doc.presence = self.visible(&user, &doc).into_owned();
+        let doc = current.doc;
+        let _ = user;
         self.put_sync(conn, sync);
         let version = current.version;
         self.send(
@@ -335,11 +328,33 @@ impl Hub {
                 (Change::Gone { slot }, Held::Forget)
             }));
         };
+        let grant = self.grant(&target, user);
+        if grant.decision == Decision::Polite {
+            // A presentity that never published and never changes: whatever the client
+            // holds stays; a client that holds nothing learns the empty document.
+            if held.is_some() {
+                return Ok(None);
+            }
+            let empty = Presence::default();
+            check.state(slot, &target, 0, &empty);
+            let change = Change::Full {
+                slot,
+                version: 0,
+                age: 0,
+                name: Some(target),
+                presence: empty,
+            };
+            return Ok(Some((change, Held::Set(0))));
+        }
+        let view = grant
+            .view
+            .cloned()
+            .map(|v| (grant.rule.unwrap_or(usize::MAX), v));
         let Versioned { version, doc } = self.current_doc(&target, store)?;
         if held == Some(version) {
             return Ok(None);
         }
-        // Borrowed while no access rule changes it: a delta copies nothing of it.
+        // Borrowed when the watcher sees the whole document: a delta copies nothing.
         let presence = self.visible(user, &doc);
         let age = if version == 0 {
             0
@@ -348,8 +363,13 @@ impl Hub {
             u32::try_from(secs).unwrap_or(u32::MAX)
         };
         check.state(slot, &target, version, &presence);
+        // No delta spans a change of the rules: the views before and after differ.
+        let epoch = self.epoch(&target);
         let delta = match held {
-            Some(base) if base < version => self.caches.delta(&target, base, version, &presence),
+            Some(base) if base < version && base >= epoch => {
+                self.caches
+                    .delta(&target, base, version, view.as_ref(), &presence)
+            }
             _ => std::sync::Arc::new(None),
         };
         let change = match (held, delta.as_ref()) {

@@ -654,16 +654,12 @@ fn services_can_be_turned_off_independently() {
     let config = HubConfig {
         domains: vec![
             DomainConfig {
-                name: "example.com".into(),
                 presence: false,
-                im: true,
-                rates: crate::config::RateLimits::default(),
+                ..DomainConfig::new("example.com")
             },
             DomainConfig {
-                name: "other.org".into(),
-                presence: true,
                 im: false,
-                rates: crate::config::RateLimits::default(),
+                ..DomainConfig::new("other.org")
             },
         ],
         ..HubConfig::default()
@@ -1592,6 +1588,7 @@ fn a_plain_hello_connection_confirmed_before_its_first_frame_works_as_before() {
     assert!(matches!(frames_to(&actions, 1)[0], Down::Welcome(_)));
 }
 
+mod access;
 mod sync;
 
 #[test]

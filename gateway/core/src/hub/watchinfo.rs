@@ -84,7 +84,12 @@ impl FetchLog {
 impl Hub {
     /// `Up::Watchers`: the principal's subscribers and recent fetchers.
     pub(super) fn watchers(&mut self, now: Millis, conn: ConnId, user: &str, req: ReqId) {
-        let mut subscribers: Vec<String> = self.rosters.watchers(user).map(String::from).collect();
+        // Anonymous watchers are shown only as such (`anonymous@domain`).
+        let mut subscribers: Vec<String> = self
+            .rosters
+            .watchers(user)
+            .map(|w| crate::access::public_name(w).into_owned())
+            .collect();
         subscribers.sort();
         let window = self.config.watcher_window_ms;
         let fetchers = self.fetches.recent(now, window, user);
@@ -103,7 +108,7 @@ impl Hub {
         let conns = self.online.get(target).cloned().unwrap_or_default();
         for conn in conns {
             let frame = Down::Watched {
-                watcher: watcher.into(),
+                watcher: crate::access::public_name(watcher).into_owned(),
             };
             self.send(conn, frame);
         }

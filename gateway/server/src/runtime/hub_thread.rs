@@ -248,6 +248,9 @@ impl HubThread {
                     peer,
                     confirmed,
                 } => {
+                    // Anonymous peers' rate limits count per source address.
+                    let source = peer.quic.remote_address().ip().to_string();
+                    self.hub.set_source(conn, source);
                     self.peers.insert(conn, peer);
                     if confirmed {
                         self.hub.handle_connect(now, conn);

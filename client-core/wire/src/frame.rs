@@ -406,7 +406,8 @@ pub enum Down {
     /// [`Up::Decide`]. Pushed to every session of the presentity's principal, and
     /// listed by [`Up::Subscriptions`] (`incoming`) until decided.
     Asked {
-        /// The watcher, authenticated (`anonymous@domain` for an anonymous one).
+        /// The watcher's authenticated address, or `anonymous@domain` for an anonymous
+        /// peer.
         watcher: Name,
     },
     /// 18: the principal's rules, answering [`Up::GetRules`].

@@ -23,8 +23,9 @@ use tern_wire::codec::{body_size, frame_size};
 use tern_wire::delta::{Check, Field, Op};
 use tern_wire::frame::Welcome;
 use tern_wire::{
-    Availability, Basic, Batch, Change, ClientMode, Down, ErrorCode, Hello, InboxItem, Incoming,
-    LateReceipt, Message, Presence, PresenceDoc, ReceiptStatus, Tuple, Up,
+    Availability, Basic, Batch, Change, ClientMode, Decision, Down, ErrorCode, Hello, InboxItem,
+    Incoming, LateReceipt, Message, Presence, PresenceDoc, PresenceRule, ReceiptStatus, Rules,
+    SubState, Tuple, Up, View, When, Who,
 };
 
 const REQ: u32 = 1000;
@@ -421,4 +422,87 @@ fn fetch_if_and_not_modified() {
     within(&frame, 22);
     // Not modified.
     within(&Down::Ok { req: REQ }, 4);
+}
+
+// ---- Access rules ----------------------------------------------------------------------
+
+/// The principal lets a watcher that asked see it.
+#[test]
+fn decide() {
+    let frame = Up::Decide {
+        req: REQ,
+        watcher: name(BOB),
+        decision: Decision::Allow,
+    };
+    within(&frame, 21);
+}
+
+/// The principal ends a watcher's subscription.
+#[test]
+fn cancel() {
+    let frame = Up::Cancel {
+        req: REQ,
+        watcher: name(BOB),
+    };
+    within(&frame, 20);
+}
+
+/// A subscription waits for the principal's decision, who is told at once.
+#[test]
+fn pending_and_asked() {
+    within(&Down::Pending { req: REQ }, 4);
+    within(&Down::Asked { watcher: name(BOB) }, 18);
+}
+
+/// A pending subscription is granted or refused, or a subscription is cancelled.
+#[test]
+fn subscription_state_change() {
+    for state in [SubState::Active, SubState::Denied, SubState::Cancelled] {
+        let frame = Down::Subscription {
+            target: name(BOB),
+            state,
+        };
+        within(&frame, 19);
+    }
+}
+
+/// Rules as a person sets them: colleagues (a domain) see "busy" and no notes on working
+/// days from 09:00 to 18:00 in UTC+1; one family member sees everything; anonymous peers
+/// are denied.
+#[test]
+fn set_rules_three_rules() {
+    let rules = Rules {
+        presence: list([
+            PresenceRule {
+                who: Who::Domain(name("example.com")),
+                decision: Decision::Allow,
+                view: Some(View {
+                    tuples: list([]),
+                    hide: View::NOTE,
+                    status: Some(Availability::BUSY),
+                }),
+                when: Some(When {
+                    days: 0x1f,
+                    from: 9 * 60,
+                    to: 18 * 60,
+                    offset: 60,
+                }),
+            },
+            PresenceRule {
+                who: Who::User(name("mum@example.com")),
+                decision: Decision::Allow,
+                view: None,
+                when: None,
+            },
+            PresenceRule {
+                who: Who::Anonymous,
+                decision: Decision::Deny,
+                view: None,
+                when: None,
+            },
+        ]),
+        inbox: list([]),
+        delegates: list([]),
+    };
+    within(&Up::SetRules { req: REQ, rules }, 57);
 }

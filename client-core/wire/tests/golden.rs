@@ -22,25 +22,30 @@ use serde::de::DeserializeOwned;
 use tern_wire::delta::{Check, Field, Op};
 use tern_wire::frame::{Open, Opened, Welcome};
 use tern_wire::{
-    Availability, Basic, Batch, CardField, CardKind, Change, ClientMode, Down, ErrorCode, Ext,
-    Fetcher, Have, Held, Hello, InboxItem, Incoming, LateReceipt, Message, Presence, PresenceDoc,
-    ReceiptStatus, Tuple, Up,
+    AdminOp, Availability, Basic, Batch, CardField, CardKind, Change, ClientMode, Decision,
+    Delegate, Delivery, Down, ErrorCode, Ext, Fetcher, Have, Held, Hello, InboxItem, InboxRule,
+    Incoming, Item, LateReceipt, Message, Operate, Presence, PresenceDoc, PresenceRule,
+    ReceiptStatus, Rules, SubInfo, SubState, Tuple, Up, View, When, Who,
 };
 
 /// Asserts that `value` encodes to `hex` (length prefix included) and back.
 fn golden<T: Serialize + DeserializeOwned + PartialEq + Debug>(value: &T, hex: &str) {
-    let hex: String = hex
-        .lines()
+    let hex = strip(hex);
+    let want = hex::decode(&hex).expect("golden hex is valid");
+    assert_eq!(hex::encode(wire(value)), hex, "encoding of {value:?}");
+    assert_eq!(&unwire::<T>(&want), value, "decoding of {hex}");
+}
+
+/// The hex digits of an annotated dump: whitespace and `#` comments dropped.
+fn strip(hex: &str) -> String {
+    hex.lines()
         .flat_map(|line| {
             line.split('#')
                 .next()
                 .unwrap_or_default()
                 .split_whitespace()
         })
-        .collect();
-    let want = hex::decode(&hex).expect("golden hex is valid");
-    assert_eq!(hex::encode(wire(value)), hex, "encoding of {value:?}");
-    assert_eq!(&unwire::<T>(&want), value, "decoding of {hex}");
+        .collect()
 }
 
 const ALICE: &str = "alice@example.com";
@@ -794,6 +799,562 @@ fn opened_frame() -> Opened {
     }
 }
 
+// ---- Access rules (issue 5): rules, decisions, subscriptions, delegates, administrators --
+
+const CAROL: &str = "carol@example.com";
+
+/// Asserts that `value` encodes to `hex` without the frame's length prefix (the value
+/// alone, as it sits inside a frame) and back. For parts under 128 bytes.
+fn part<T: Serialize + DeserializeOwned + PartialEq + Debug>(value: &T, hex: &str) {
+    let hex = strip(hex);
+    let bytes = wire(value);
+    assert_eq!(usize::from(bytes[0]), bytes.len() - 1, "a one-byte prefix");
+    assert_eq!(hex::encode(&bytes[1..]), hex, "encoding of {value:?}");
+    assert_eq!(&unwire::<T>(&bytes), value, "decoding of {hex}");
+}
+
+/// Rules that use every kind of `Who`, every `Decision`, a view with tuples, hidden
+/// fields and a status, a time window on each side of midnight, every `Delivery` and a
+/// delegate: all within the no_std capacities (lists of 4).
+fn every_rule() -> Rules {
+    Rules {
+        presence: list([
+            PresenceRule {
+                who: Who::User(name(BOB)),
+                decision: Decision::Polite,
+                view: None,
+                when: None,
+            },
+            PresenceRule {
+                who: Who::Domain(name("example.com")),
+                decision: Decision::Allow,
+                view: Some(View {
+                    tuples: list([name("phone")]),
+                    hide: View::NOTE | View::CARD,
+                    status: Some(Availability::BUSY),
+                }),
+                when: Some(When {
+                    days: 0x1f,
+                    from: 9 * 60,
+                    to: 18 * 60,
+                    offset: 60,
+                }),
+            },
+            PresenceRule {
+                who: Who::Anonymous,
+                decision: Decision::Deny,
+                view: None,
+                when: None,
+            },
+            PresenceRule {
+                who: Who::Anyone,
+                decision: Decision::Ask,
+                view: None,
+                when: Some(When {
+                    days: 0x60,
+                    from: 22 * 60,
+                    to: 7 * 60,
+                    offset: -300,
+                }),
+            },
+        ]),
+        inbox: list([
+            InboxRule {
+                who: Who::User(name(BOB)),
+                delivery: Delivery::Refuse,
+            },
+            InboxRule {
+                who: Who::Domain(name("example.com")),
+                delivery: Delivery::Accept,
+            },
+            InboxRule {
+                who: Who::Anyone,
+                delivery: Delivery::Discard,
+            },
+        ]),
+        delegates: list([Delegate {
+            who: name(CAROL),
+            rights: Delegate::PUBLISH | Delegate::READ,
+        }]),
+    }
+}
+
+/// Three rules as a person sets them: colleagues see "busy" and no notes on working
+/// days, 09:00 to 18:00 in UTC+1; the family sees everything; anonymous peers nothing.
+fn three_rules() -> Rules {
+    Rules {
+        presence: list([
+            PresenceRule {
+                who: Who::Domain(name("example.com")),
+                decision: Decision::Allow,
+                view: Some(View {
+                    tuples: list([]),
+                    hide: View::NOTE,
+                    status: Some(Availability::BUSY),
+                }),
+                when: Some(When {
+                    days: 0x1f,
+                    from: 9 * 60,
+                    to: 18 * 60,
+                    offset: 60,
+                }),
+            },
+            PresenceRule {
+                who: Who::User(name("mum@example.com")),
+                decision: Decision::Allow,
+                view: None,
+                when: None,
+            },
+            PresenceRule {
+                who: Who::Anonymous,
+                decision: Decision::Deny,
+                view: None,
+                when: None,
+            },
+        ]),
+        inbox: list([]),
+        delegates: list([]),
+    }
+}
+
+#[test]
+fn up_14_get_rules() {
+    golden(
+        &Up::GetRules { req: 6 },
+        "02 0e 06 # length 2, Up::GetRules, req 6",
+    );
+}
+
+#[test]
+fn up_15_set_rules() {
+    let frame = Up::SetRules {
+        req: 5,
+        rules: every_rule(),
+    };
+    golden(
+        &frame,
+        r#"
+        7d                                  # length: 125
+        0f                                  # Up::SetRules
+        05                                  # req: 5
+        04                                  # presence: 4 rules
+        01 0f 626f62406578616d706c652e636f6d  # who: User("bob@example.com")
+        03                                  #   decision: Polite
+        00 00                               #   view: None, when: None
+        02 0b 6578616d706c652e636f6d        # who: Domain("example.com")
+        00                                  #   decision: Allow
+        01                                  #   view: Some
+        01 05 70686f6e65                    #     tuples: ["phone"]
+        12                                  #     hide: NOTE | CARD
+        01 02                               #     status: Some(2 busy)
+        01                                  #   when: Some
+        1f                                  #     days: Monday to Friday
+        9c04 b808                           #     from 540 (09:00) to 1080 (18:00)
+        78                                  #     offset: +60, zigzag 120
+        03 01 00 00                         # who: Anonymous, Deny, no view, always
+        00 02 00                            # who: Anyone, Ask, no view
+        01 60                               #   when: Some, Saturday and Sunday
+        a80a a403                           #     from 1320 (22:00) to 420 (07:00)
+        d704                                #     offset: -300, zigzag 599
+        03                                  # inbox: 3 rules
+        01 0f 626f62406578616d706c652e636f6d 01  # User("bob@example.com"): Refuse
+        02 0b 6578616d706c652e636f6d 00     # Domain("example.com"): Accept
+        00 02                               # Anyone: Discard
+        01                                  # delegates: 1
+        11 6361726f6c406578616d706c652e636f6d  # who: "carol@example.com"
+        03                                  #   rights: PUBLISH | READ
+        "#,
+    );
+}
+
+#[test]
+fn up_16_decide() {
+    let frame = Up::Decide {
+        req: 7,
+        watcher: name(BOB),
+        decision: Decision::Allow,
+    };
+    golden(
+        &frame,
+        "13 10 07 0f 626f62406578616d706c652e636f6d 00 # length 19, Decide, req 7, bob, Allow",
+    );
+}
+
+#[test]
+fn up_17_cancel() {
+    let frame = Up::Cancel {
+        req: 8,
+        watcher: name(BOB),
+    };
+    golden(
+        &frame,
+        "12 11 08 0f 626f62406578616d706c652e636f6d # length 18, Cancel, req 8, bob",
+    );
+}
+
+#[test]
+fn up_18_subscriptions() {
+    let incoming = Up::Subscriptions {
+        req: 9,
+        incoming: true,
+    };
+    golden(
+        &incoming,
+        "03 12 09 01 # length 3, Subscriptions, req 9, incoming: true",
+    );
+    let own = Up::Subscriptions {
+        req: 9,
+        incoming: false,
+    };
+    golden(&own, "03 12 09 00 # incoming: false");
+}
+
+#[test]
+fn up_19_publish_for() {
+    let frame = Up::PublishFor {
+        req: 10,
+        presentity: name(ALICE),
+        presence: available("phone"),
+    };
+    golden(
+        &frame,
+        r#"
+        23                                     # length: 35
+        13                                     # Up::PublishFor
+        0a                                     # req: 10
+        11 616c696365406578616d706c652e636f6d  # presentity: "alice@example.com"
+        01 05 70686f6e65 01 01 00 00 00 00 00  # presence: tuple "phone", Open, available
+        00                                     #   no card
+        "#,
+    );
+}
+
+#[test]
+fn up_20_read() {
+    let frame = Up::Read {
+        req: 11,
+        inbox: name(ALICE),
+        after: 300,
+    };
+    golden(
+        &frame,
+        "16 14 0b 11 616c696365406578616d706c652e636f6d ac02 # length 22, Read, req 11, alice, after 300",
+    );
+}
+
+#[test]
+fn up_21_operate() {
+    let frame = Up::Operate(Operate {
+        version: 1,
+        domain: name("example.com"),
+        token: text("s3cret"),
+    });
+    golden(
+        &frame,
+        r#"
+        15                          # length: 21
+        15                          # Up::Operate
+        01                          # version: 1
+        0b 6578616d706c652e636f6d   # domain: "example.com"
+        06 733363726574             # token: "s3cret"
+        "#,
+    );
+}
+
+#[test]
+fn up_22_admin() {
+    let frame = Up::Admin {
+        req: 12,
+        user: name(BOB),
+        op: AdminOp::GetRules,
+    };
+    golden(
+        &frame,
+        "13 16 0c 0f 626f62406578616d706c652e636f6d 02 # length 19, Admin, req 12, bob, GetRules",
+    );
+}
+
+/// Every [`AdminOp`] variant, without the frame's length prefix.
+#[test]
+fn admin_ops() {
+    part(&AdminOp::Watchers, "00");
+    part(&AdminOp::Subscriptions { incoming: true }, "01 01");
+    part(&AdminOp::GetRules, "02");
+    part(&AdminOp::SetRules(Rules::default()), "03 00 00 00");
+    part(&AdminOp::GetPresence, "04");
+    part(
+        &AdminOp::SetPresence(available("phone")),
+        "05 01 05 70686f6e65 01 01 00 00 00 00 00 00",
+    );
+    part(
+        &AdminOp::Cancel(name(BOB)),
+        "06 0f 626f62406578616d706c652e636f6d",
+    );
+}
+
+/// The parts of [`Rules`] one by one, without the frame's length prefix.
+#[test]
+fn rules_parts() {
+    part(&Who::Anyone, "00");
+    part(
+        &Who::User(name(BOB)),
+        "01 0f 626f62406578616d706c652e636f6d",
+    );
+    part(
+        &Who::Domain(name("example.com")),
+        "02 0b 6578616d706c652e636f6d",
+    );
+    part(&Who::Anonymous, "03");
+
+    part(&Decision::Allow, "00");
+    part(&Decision::Deny, "01");
+    part(&Decision::Ask, "02");
+    part(&Decision::Polite, "03");
+
+    part(&Delivery::Accept, "00");
+    part(&Delivery::Refuse, "01");
+    part(&Delivery::Discard, "02");
+
+    part(&SubState::Active, "00");
+    part(&SubState::Pending, "01");
+    part(&SubState::Denied, "02");
+    part(&SubState::Cancelled, "03");
+
+    // A view: tuples (list of strings), hide (one raw byte), status (option of one raw
+    // byte; a value unknown to this build travels unchanged).
+    part(&View::default(), "00 00 00");
+    part(
+        &View {
+            tuples: list([name("phone"), name("laptop")]),
+            hide: View::CONTACT | View::NOTE | View::TIME | View::EXT | View::CARD,
+            status: Some(Availability(200)),
+        },
+        "02 05 70686f6e65 06 6c6170746f70 1f 01 c8",
+    );
+    assert_eq!(
+        [View::CONTACT, View::NOTE, View::TIME, View::EXT, View::CARD],
+        [1, 2, 4, 8, 16]
+    );
+
+    // A window: days (one raw byte), from and to (u16 varints), offset (i16, zigzag
+    // varint: 0 → 0, -1 → 1, 1 → 2, …).
+    let when = |days, from, to, offset| When {
+        days,
+        from,
+        to,
+        offset,
+    };
+    part(&when(0x7f, 0, 1440, 0), "7f 00 a00b 00");
+    part(&when(0x01, 1439, 1, -1), "01 9f0b 01 01");
+    part(&when(0x40, 0, 60, 1), "40 00 3c 02");
+    part(&when(0x1f, 540, 1080, 840), "1f 9c04 b808 900d");
+    part(&when(0x1f, 540, 1080, -840), "1f 9c04 b808 8f0d");
+    part(&when(0x1f, 0, 1, i16::MIN), "1f 00 01 ffff03");
+    part(&when(0x1f, 0, 1, i16::MAX), "1f 00 01 feff03");
+
+    part(
+        &PresenceRule {
+            who: Who::Anyone,
+            decision: Decision::Allow,
+            view: None,
+            when: None,
+        },
+        "00 00 00 00",
+    );
+    part(
+        &InboxRule {
+            who: Who::Anonymous,
+            delivery: Delivery::Accept,
+        },
+        "03 00",
+    );
+    part(
+        &Delegate {
+            who: name(ALICE),
+            rights: Delegate::PUBLISH,
+        },
+        "11 616c696365406578616d706c652e636f6d 01",
+    );
+    assert_eq!([Delegate::PUBLISH, Delegate::READ], [1, 2]);
+    part(
+        &Rules::default(),
+        "00 00 00 # no presence rules, no inbox rules, no delegates",
+    );
+    part(
+        &SubInfo {
+            who: name(BOB),
+            state: SubState::Pending,
+        },
+        "0f 626f62406578616d706c652e636f6d 01",
+    );
+    part(
+        &Item {
+            seq: 300,
+            item: InboxItem::Receipt(LateReceipt {
+                id: key(&[7]),
+                to: name(BOB),
+                status: ReceiptStatus::Stored,
+            }),
+        },
+        "ac02 01 01 07 0f 626f62406578616d706c652e636f6d 01",
+    );
+}
+
+/// Booleans are one byte, `00` or `01`; any other byte is malformed.
+#[test]
+fn booleans_are_one_byte_zero_or_one() {
+    use tern_wire::codec::{CodecError, decode};
+    use tern_wire::limits::FRAME_MAX;
+
+    for bad in [0x02, 0x80, 0xff] {
+        assert_eq!(
+            decode::<Up>(&[0x03, 0x12, 0x09, bad], FRAME_MAX),
+            Err(CodecError::Malformed),
+            "Subscriptions with incoming {bad:#04x}"
+        );
+    }
+}
+
+#[test]
+fn down_16_pending() {
+    golden(
+        &Down::Pending { req: 2 },
+        "02 10 02 # length 2, Down::Pending, req 2",
+    );
+}
+
+#[test]
+fn down_17_asked() {
+    let frame = Down::Asked { watcher: name(BOB) };
+    golden(
+        &frame,
+        "11 11 0f 626f62406578616d706c652e636f6d # length 17, Down::Asked, bob@example.com",
+    );
+}
+
+#[test]
+fn down_18_rules() {
+    let frame = Down::Rules {
+        req: 6,
+        rules: three_rules(),
+    };
+    golden(
+        &frame,
+        r#"
+        37                                  # length: 55
+        12                                  # Down::Rules
+        06                                  # req: 6
+        03                                  # presence: 3 rules
+        02 0b 6578616d706c652e636f6d        # who: Domain("example.com")
+        00                                  #   decision: Allow
+        01 00 02 01 02                      #   view: Some: all tuples, hide NOTE, status busy
+        01 1f 9c04 b808 78                  #   when: Some: Mon-Fri, 09:00-18:00, UTC+1
+        01 0f 6d756d406578616d706c652e636f6d  # who: User("mum@example.com")
+        00 00 00                            #   Allow, whole document, always
+        03 01 00 00                         # who: Anonymous, Deny, no view, always
+        00                                  # inbox: no rules
+        00                                  # delegates: none
+        "#,
+    );
+}
+
+#[test]
+fn down_18_rules_none() {
+    let frame = Down::Rules {
+        req: 6,
+        rules: Rules::default(),
+    };
+    golden(&frame, "05 12 06 00 00 00 # req 6, no rules of any kind");
+}
+
+#[test]
+fn down_19_subscriptions() {
+    let frame = Down::Subscriptions {
+        req: 9,
+        list: list([
+            SubInfo {
+                who: name(BOB),
+                state: SubState::Active,
+            },
+            SubInfo {
+                who: name(CAROL),
+                state: SubState::Pending,
+            },
+        ]),
+    };
+    golden(
+        &frame,
+        r#"
+        27                                     # length: 39
+        13                                     # Down::Subscriptions
+        09                                     # req: 9
+        02                                     # list: 2
+        0f 626f62406578616d706c652e636f6d 00   # "bob@example.com": Active
+        11 6361726f6c406578616d706c652e636f6d  # "carol@example.com":
+        01                                     #   Pending
+        "#,
+    );
+}
+
+#[test]
+fn down_20_subscription() {
+    let frame = |state| Down::Subscription {
+        target: name(BOB),
+        state,
+    };
+    golden(
+        &frame(SubState::Active),
+        "12 14 0f 626f62406578616d706c652e636f6d 00 # length 18, Subscription, bob, Active",
+    );
+    golden(
+        &frame(SubState::Denied),
+        "12 14 0f 626f62406578616d706c652e636f6d 02 # Denied",
+    );
+    golden(
+        &frame(SubState::Cancelled),
+        "12 14 0f 626f62406578616d706c652e636f6d 03 # Cancelled",
+    );
+}
+
+#[test]
+fn down_21_items() {
+    let frame = Down::Items {
+        req: 11,
+        items: list([Item {
+            seq: 1,
+            item: InboxItem::Message(Incoming {
+                id: key(&MSG_ID),
+                from: name(BOB),
+                to: name(ALICE),
+                reply_to: None,
+                content_type: None,
+                body: blob(b"hi"),
+                sent: T_MILLIS,
+            }),
+        }]),
+        more: true,
+    };
+    golden(
+        &frame,
+        r#"
+        44                                     # length: 68
+        15                                     # Down::Items
+        0b                                     # req: 11
+        01                                     # items: 1
+        01                                     #   seq: 1
+        00                                     #   InboxItem::Message
+        10 0011223344556677                    #   id: 16 bytes
+        8899aabbccddeeff                       #     (continued)
+        0f 626f62406578616d706c652e636f6d      #   from: "bob@example.com"
+        11 616c696365406578616d706c652e636f6d  #   to: "alice@example.com"
+        00 00                                  #   reply_to, content_type: None
+        02 6869                                #   body: b"hi"
+        80d095ffbc31                           #   sent: 1700000000000
+        01                                     # more: true
+        "#,
+    );
+}
+
 // ---- Open registries: values unknown to this build travel unchanged ----------------
 
 #[test]
@@ -841,6 +1402,15 @@ fn up_tag(frame: &Up) -> u8 {
         Up::Applied { .. } => 11,
         Up::FetchIf { .. } => 12,
         Up::Watchers { .. } => 13,
+        Up::GetRules { .. } => 14,
+        Up::SetRules { .. } => 15,
+        Up::Decide { .. } => 16,
+        Up::Cancel { .. } => 17,
+        Up::Subscriptions { .. } => 18,
+        Up::PublishFor { .. } => 19,
+        Up::Read { .. } => 20,
+        Up::Operate(_) => 21,
+        Up::Admin { .. } => 22,
     }
 }
 
@@ -863,6 +1433,12 @@ fn down_tag(frame: &Down) -> u8 {
         Down::Limited { .. } => 13,
         Down::Watchers { .. } => 14,
         Down::Watched { .. } => 15,
+        Down::Pending { .. } => 16,
+        Down::Asked { .. } => 17,
+        Down::Rules { .. } => 18,
+        Down::Subscriptions { .. } => 19,
+        Down::Subscription { .. } => 20,
+        Down::Items { .. } => 21,
     }
 }
 
@@ -916,6 +1492,44 @@ fn variant_tags_are_positions() {
             version: 1,
         },
         Up::Watchers { req: 1 },
+        Up::GetRules { req: 1 },
+        Up::SetRules {
+            req: 1,
+            rules: Rules::default(),
+        },
+        Up::Decide {
+            req: 1,
+            watcher: name(BOB),
+            decision: Decision::Allow,
+        },
+        Up::Cancel {
+            req: 1,
+            watcher: name(BOB),
+        },
+        Up::Subscriptions {
+            req: 1,
+            incoming: false,
+        },
+        Up::PublishFor {
+            req: 1,
+            presentity: name(ALICE),
+            presence: available("p"),
+        },
+        Up::Read {
+            req: 1,
+            inbox: name(ALICE),
+            after: 0,
+        },
+        Up::Operate(Operate {
+            version: 1,
+            domain: name("example.com"),
+            token: text("t"),
+        }),
+        Up::Admin {
+            req: 1,
+            user: name(BOB),
+            op: AdminOp::Watchers,
+        },
     ];
     for (i, frame) in ups.iter().enumerate() {
         assert_eq!(usize::from(up_tag(frame)), i);
@@ -988,6 +1602,25 @@ fn variant_tags_are_positions() {
             fetchers: list([]),
         },
         Down::Watched { watcher: name(BOB) },
+        Down::Pending { req: 1 },
+        Down::Asked { watcher: name(BOB) },
+        Down::Rules {
+            req: 1,
+            rules: Rules::default(),
+        },
+        Down::Subscriptions {
+            req: 1,
+            list: list([]),
+        },
+        Down::Subscription {
+            target: name(BOB),
+            state: SubState::Active,
+        },
+        Down::Items {
+            req: 1,
+            items: list([]),
+            more: false,
+        },
     ];
     for (i, frame) in downs.iter().enumerate() {
         assert_eq!(usize::from(down_tag(frame)), i);
@@ -1089,6 +1722,22 @@ fn fields_over_a_heapless_capacity_are_malformed_not_truncated() {
     } else {
         assert_eq!(result, Err(CodecError::Malformed));
     }
+}
+
+/// A decoded frame of the no_std build is held inline, without an allocator: it stays
+/// the size of one presence document, about 12 KiB (`limits::tiny`), whatever the
+/// variant. Measured for tern/1 with the access-rule frames: `Up` 11 720 bytes (its
+/// largest variants carry a `Presence`: `Publish`, `PublishFor`, `Admin`), `Down`
+/// 11 760 (`Presence`, `Notify`, `Subscribed`, `Versioned`, a batch's one `Full`).
+#[cfg(not(feature = "std"))]
+#[test]
+fn a_decoded_frame_is_the_size_of_one_document() {
+    use core::mem::size_of;
+
+    let (up, down) = (size_of::<Up>(), size_of::<Down>());
+    eprintln!("no_std: Up {up} bytes, Down {down} bytes");
+    assert!(up <= 12 * 1024, "Up is {up} bytes");
+    assert!(down <= 12 * 1024, "Down is {down} bytes");
 }
 
 // ---- The allocation-free encoder -------------------------------------------------------

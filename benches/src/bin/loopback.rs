@@ -569,6 +569,7 @@ impl Gateway {
                     fetches_per_minute: 0,
                     burst: 1,
                 },
+                anonymous: false,
             })],
             ..GatewayConfig::default()
         };

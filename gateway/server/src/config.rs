@@ -9,6 +9,10 @@
 //! listen = "0.0.0.0:4433"
 //! data_dir = "/var/lib/tern"
 //! domains = ["example.com", { name = "iot.example.com", presence = true, im = false }]
+//! # or, one table per domain:
+//! # [[domains]]
+//! # name = "public.example.com"
+//! # anonymous = true
 //!
 //! [limits]
 //! frame_max = 65536
@@ -72,13 +76,46 @@ pub struct GatewayConfig {
 }
 
 /// A served domain: a bare name (both services on) or a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Read by hand rather than as an untagged enum, so that a mistake in a table (a
+/// misspelt key, a wrong type) is reported as such instead of as "data did not match
+/// any variant".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum DomainEntry {
     /// `"example.com"`: presence and instant messages.
     Name(String),
-    /// `{ name = "example.com", presence = true, im = false }`.
+    /// `{ name = "example.com", presence = true, im = false, anonymous = false }`, or a
+    /// `[[domains]]` table with the same keys.
     Table(DomainTable),
+}
+
+impl<'de> Deserialize<'de> for DomainEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entry;
+
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = DomainEntry;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a domain name or a table with a `name`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<DomainEntry, E> {
+                Ok(DomainEntry::Name(name.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<DomainEntry, A::Error> {
+                DomainTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(DomainEntry::Table)
+            }
+        }
+
+        deserializer.deserialize_any(Entry)
+    }
 }
 
 /// A served domain written as a table; a misspelt key is refused, not ignored.
@@ -96,6 +133,11 @@ pub struct DomainTable {
     /// Rate limits of the domain's principals (defaults: the core's).
     #[serde(default)]
     pub rates: RateTable,
+    /// Whether unauthenticated (anonymous) sessions may open in the domain (default
+    /// false). They act as `anonymous@<domain>`, and each principal's rules still decide
+    /// what they may see and send (by default nothing).
+    #[serde(default)]
+    pub anonymous: bool,
 }
 
 /// `[domains.rates]`: how many requests of each kind one principal may make per minute
@@ -597,11 +639,13 @@ impl DomainEntry {
                 presence,
                 im,
                 rates,
+                anonymous,
             }) => DomainConfig {
                 name: name.clone(),
                 presence: *presence,
                 im: *im,
                 rates: rates.to_limits(),
+                anonymous: *anonymous,
             },
         }
     }
@@ -687,6 +731,16 @@ mod tests {
     fn a_misspelt_key_in_a_domain_table_is_refused() {
         let typo = r#"domains = [{ name = "a.example", presense = false }]"#;
         assert!(GatewayConfig::from_toml(typo).is_err());
+        // Named in the error, in either table form.
+        let typo = "[[domains]]\nname = \"a.example\"\nanonymus = true\n";
+        let err = GatewayConfig::from_toml(typo).unwrap_err().to_string();
+        assert!(err.contains("unknown field `anonymus`"), "{err}");
+        let no_name = "[[domains]]\nanonymous = true\n";
+        let err = GatewayConfig::from_toml(no_name).unwrap_err().to_string();
+        assert!(err.contains("missing field `name`"), "{err}");
+        let number = "domains = [5]";
+        let err = GatewayConfig::from_toml(number).unwrap_err().to_string();
+        assert!(err.contains("a domain name or a table"), "{err}");
     }
 
     #[test]
@@ -732,6 +786,45 @@ mod tests {
         assert_eq!(iot.fetches_per_minute, core.fetches_per_minute);
         let misspelt = r#"domains = [{ name = "a.example", rates = { mesages_per_minute = 1 } }]"#;
         assert!(GatewayConfig::from_toml(misspelt).is_err());
+    }
+
+    #[test]
+    fn anonymous_sessions_are_opt_in_per_domain() {
+        let config = GatewayConfig::from_toml(
+            r#"
+            [[domains]]
+            name = "example.com"
+
+            [[domains]]
+            name = "Public.Example"
+            anonymous = true
+            im = false
+
+            [[domains]]
+            name = "closed.example"
+            anonymous = false
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(
+            config.domain_names(),
+            ["example.com", "public.example", "closed.example"]
+        );
+        let hub = config.hub_config();
+        let anonymous: Vec<bool> = hub.domains.iter().map(|d| d.anonymous).collect();
+        assert_eq!(anonymous, [false, true, false]);
+        assert!(hub.domains[1].presence && !hub.domains[1].im);
+        // The bare-name and default forms keep anonymous sessions out.
+        let bare = GatewayConfig::from_toml(r#"domains = ["a.example"]"#).unwrap();
+        assert!(!bare.hub_config().domains[0].anonymous);
+        assert!(!GatewayConfig::default().hub_config().domains[0].anonymous);
+        // The inline table form takes the key too; a wrong type is refused.
+        let inline =
+            GatewayConfig::from_toml(r#"domains = [{ name = "a.example", anonymous = true }]"#)
+                .unwrap();
+        assert!(inline.hub_config().domains[0].anonymous);
+        let bad = r#"domains = [{ name = "a.example", anonymous = "yes" }]"#;
+        assert!(GatewayConfig::from_toml(bad).is_err());
     }
 
     #[test]

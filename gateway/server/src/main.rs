@@ -1,7 +1,10 @@
 //! The `tern-gateway` binary: parses the command line, starts tracing and calls the
 //! library (`serve` runs the gateway until ctrl-c or SIGTERM; `user` provisions
-//! principals). Logs go to stderr; stdout carries only what scripts read: the
-//! listening line, tokens, and user lists.
+//! principals) or the `admin` module (domain administrators' tokens and audit log, and
+//! the administrator client). Logs go to stderr; stdout carries only what scripts read:
+//! the listening line, tokens, user lists and administrators' results.
+
+mod admin;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -40,6 +43,9 @@ enum Command {
     /// Provision principals (works while the gateway runs).
     #[command(subcommand)]
     User(UserCommand),
+    /// Domain administrators: their tokens and audit log (on the database, like `user`),
+    /// and requests to a running gateway as a domain's administrator.
+    Admin(AdminArgs),
 }
 
 #[derive(Debug, Default, Args)]
@@ -96,6 +102,91 @@ enum UserCommand {
     },
 }
 
+/// `tern-gateway admin`: the flags before the subcommand are for the remote commands
+/// (`watchers`, `subscriptions`, `rules`, `set-rules`, `presence`, `cancel`).
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// The gateway's address, host:port (remote commands).
+    #[arg(long, env = "TERN_GATEWAY", default_value = "127.0.0.1:4433")]
+    gateway: String,
+    /// PEM file with the gateway's certificate or its CA; nothing else is trusted
+    /// (remote commands).
+    #[arg(long, env = "TERN_CA", value_name = "CERT.pem")]
+    ca: Option<PathBuf>,
+    /// TLS server name the certificate must match [default: the domain].
+    #[arg(long, env = "TERN_SERVER_NAME", value_name = "NAME")]
+    server_name: Option<String>,
+    /// The administered domain (remote commands).
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
+    /// The domain's administrator token (prefer the environment variable: flags show in
+    /// process lists).
+    #[arg(long, env = "TERN_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create or rotate a configured domain's administrator token and print it (once)
+    /// on stdout; only its hash is stored, and the previous token stops working.
+    Token {
+        /// The domain.
+        domain: String,
+        #[command(flatten)]
+        common: ConfigArgs,
+    },
+    /// Print a domain's audit log, oldest first: time (UTC), principal, action.
+    Log {
+        /// The domain.
+        domain: String,
+        /// How many of the latest entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        common: ConfigArgs,
+    },
+    /// Who watches a principal: its subscribers and recent fetchers, one per line.
+    Watchers {
+        /// The principal, NAME@DOMAIN.
+        user: String,
+    },
+    /// A principal's subscriptions and pending requests, one per line with its state.
+    Subscriptions {
+        /// The principal.
+        user: String,
+        /// The subscriptions to the principal's presentity instead of its own.
+        #[arg(long)]
+        incoming: bool,
+    },
+    /// Print a principal's rules as JSON (the input of `set-rules`).
+    Rules {
+        /// The principal.
+        user: String,
+    },
+    /// Replace a principal's rules with those in a JSON file (`-`: standard input).
+    SetRules {
+        /// The principal.
+        user: String,
+        /// The rules, as `rules` prints them.
+        #[arg(value_name = "FILE.json")]
+        file: PathBuf,
+    },
+    /// Print a principal's presence: version, then one line per tuple.
+    Presence {
+        /// The principal.
+        user: String,
+    },
+    /// End one watcher's subscription to a principal's presentity.
+    Cancel {
+        /// The principal.
+        user: String,
+        /// The watcher, NAME@DOMAIN.
+        watcher: String,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
@@ -108,6 +199,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or_else(default_serve) {
         Command::Serve(args) => serve(args),
         Command::User(command) => user(command),
+        Command::Admin(args) => admin_command(args),
     }
 }
 
@@ -196,7 +288,7 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
             aliases,
         } => {
             let config = load_config(&common, Overrides::default())?;
-            let normal = users::normalise(&address)?;
+            let normal = users::normalise_new(&address)?;
             if !config.domain_names().contains(&normal.domain()) {
                 eprintln!(
                     "warning: {} is not a configured domain; {normal} cannot log in until it is",
@@ -226,6 +318,99 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
             }
             eprintln!("removed {address}");
         }
+    }
+    Ok(())
+}
+
+fn admin_command(args: AdminArgs) -> anyhow::Result<()> {
+    let local_domain = |given: &str| -> anyhow::Result<()> {
+        if let Some(flag) = &args.domain
+            && admin::normal_domain(flag)? != admin::normal_domain(given)?
+        {
+            anyhow::bail!("--domain {flag} and the argument {given} differ");
+        }
+        Ok(())
+    };
+    let (user, request) = match &args.command {
+        AdminCommand::Token { domain, common } => {
+            local_domain(domain)?;
+            let config = load_config(common, Overrides::default())?;
+            let (domain, token, change) = admin::create_token(&config, domain)?;
+            match change {
+                admin::TokenChange::Created => eprintln!(
+                    "created the administrator token of {domain}; it follows (shown only now):"
+                ),
+                admin::TokenChange::Rotated => eprintln!(
+                    "rotated the administrator token of {domain}: the previous one no longer works; the new one follows (shown only now):"
+                ),
+            }
+            println!("{token}");
+            return Ok(());
+        }
+        AdminCommand::Log {
+            domain,
+            limit,
+            common,
+        } => {
+            local_domain(domain)?;
+            let config = load_config(common, Overrides::default())?;
+            let mut stdout = std::io::stdout().lock();
+            for record in admin::read_log(&config.data_dir, domain, *limit)? {
+                writeln!(stdout, "{}", admin::log_line(&record))?;
+            }
+            return Ok(());
+        }
+        AdminCommand::Watchers { user } => (user, admin::Request::Watchers),
+        AdminCommand::Subscriptions { user, incoming } => (
+            user,
+            admin::Request::Subscriptions {
+                incoming: *incoming,
+            },
+        ),
+        AdminCommand::Rules { user } => (user, admin::Request::GetRules),
+        AdminCommand::SetRules { user, file } => {
+            (user, admin::Request::SetRules(admin::read_rules(file)?))
+        }
+        AdminCommand::Presence { user } => (user, admin::Request::GetPresence),
+        AdminCommand::Cancel { user, watcher } => {
+            let watcher = users::normalise(watcher)?.into_string();
+            (user, admin::Request::Cancel(watcher))
+        }
+    };
+    let domain = admin::normal_domain(
+        args.domain
+            .as_deref()
+            .context("--domain is required for requests to the gateway")?,
+    )?;
+    let user = admin::principal_in(&domain, user)?;
+    let ca = args
+        .ca
+        .as_ref()
+        .context("--ca (or TERN_CA) is required for requests to the gateway")?;
+    let remote = admin::Remote {
+        gateway: args.gateway.clone(),
+        ca_pem: std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?,
+        server_name: args.server_name.clone().unwrap_or_else(|| domain.clone()),
+        domain,
+        token: args
+            .token
+            .clone()
+            .context("--token (or TERN_ADMIN_TOKEN) is required for requests to the gateway")?,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let output = runtime.block_on(admin::run(&remote, user.as_str(), &request))?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(output.as_bytes())?;
+    stdout.flush()?;
+    match &request {
+        admin::Request::SetRules(_) => eprintln!("replaced the rules of {user}"),
+        admin::Request::Cancel(watcher) => {
+            eprintln!("ended {watcher}'s subscription to {user}, if there was one");
+        }
+        _ => {}
     }
     Ok(())
 }

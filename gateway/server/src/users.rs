@@ -7,7 +7,9 @@
 //! Owns token generation: 32 random bytes from the operating system's generator, handed
 //! out once as 64 hex digits; only their hash ([`tern_gateway_core::auth::hash_token`])
 //! is stored. It does not check addresses against the configured domains (the gateway
-//! does that at `Hello`); the caller may warn.
+//! does that at `Hello`); the caller may warn. It does keep the names of unauthenticated
+//! peers free: no principal or alias may have the local part `anonymous` or one starting
+//! with `anonymous+` ([`is_reserved`]).
 
 use std::path::Path;
 
@@ -86,6 +88,11 @@ pub enum UsersError {
         /// Who has it.
         owner: String,
     },
+    /// The address (or an alias) is one the gateway gives unauthenticated peers.
+    #[error(
+        "{0} is reserved: the local part \"anonymous\" (and any starting with \"anonymous+\") names unauthenticated peers, so no principal or alias may have it"
+    )]
+    Reserved(String),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -97,6 +104,31 @@ pub fn normalise(input: &str) -> Result<Address, UsersError> {
         input: input.to_owned(),
         source,
     })
+}
+
+/// The local part of unauthenticated peers' names: they appear to others as
+/// `anonymous@<domain>`, and the gateway names each one `anonymous+<session>@<domain>`
+/// inside.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Whether a normalised address is reserved for unauthenticated peers: its local part
+/// is `anonymous` or starts with `anonymous+`.
+pub fn is_reserved(address: &Address) -> bool {
+    let local = address.local();
+    local == ANONYMOUS
+        || local
+            .strip_prefix(ANONYMOUS)
+            .is_some_and(|rest| rest.starts_with('+'))
+}
+
+/// Normalises the address of a principal (or an alias) to provision: as
+/// [`normalise`], and refused if it is reserved for unauthenticated peers.
+pub fn normalise_new(input: &str) -> Result<Address, UsersError> {
+    let address = normalise(input)?;
+    if is_reserved(&address) {
+        return Err(UsersError::Reserved(address.into_string()));
+    }
+    Ok(address)
 }
 
 /// Generates an access token: 256 random bits as 64 lower-case hex digits.
@@ -111,12 +143,13 @@ enum Outcome {
 }
 
 /// Provisions a principal and returns its access token, which is stored nowhere: show
-/// it to the operator once. Refuses an existing principal or an address in use.
+/// it to the operator once. Refuses an existing principal, an address in use, and a
+/// reserved address ([`is_reserved`]).
 pub fn add(data_dir: &Path, address: &str, opts: UserOptions) -> Result<String, UsersError> {
-    let principal = normalise(address)?;
+    let principal = normalise_new(address)?;
     let mut aliases: Vec<String> = Vec::new();
     for alias in &opts.aliases {
-        let alias = normalise(alias)?;
+        let alias = normalise_new(alias)?;
         // Each domain is administered on its own (RFC 2779 2.1.4): provisioning in one
         // domain must not take names in another.
         if alias.domain() != principal.domain() {
@@ -258,6 +291,41 @@ mod tests {
             add(dir.path(), "not an address", UserOptions::default()),
             Err(UsersError::Address { .. })
         ));
+    }
+
+    #[test]
+    fn anonymous_names_are_reserved() {
+        let dir = tempfile::tempdir().unwrap();
+        for reserved in [
+            "anonymous@example.com",
+            "Anonymous@Example.com",
+            "ANONYMOUS@example.com",
+            "anonymous+1@example.com",
+            "anonymous+@example.com",
+        ] {
+            let err = add(dir.path(), reserved, UserOptions::default()).unwrap_err();
+            assert!(matches!(err, UsersError::Reserved(_)), "{reserved}: {err}");
+            assert!(err.to_string().contains("reserved"), "{err}");
+        }
+        let as_alias = UserOptions {
+            aliases: vec!["anonymous@example.com".into()],
+            ..UserOptions::default()
+        };
+        assert!(matches!(
+            add(dir.path(), "alice@example.com", as_alias),
+            Err(UsersError::Reserved(a)) if a == "anonymous@example.com"
+        ));
+        assert!(list(dir.path()).unwrap().is_empty(), "nothing was added");
+        // Only the exact local part and its `+` form: lookalikes are ordinary names.
+        for fine in [
+            "anonymously@example.com",
+            "anonymous-coward@example.com",
+            "not.anonymous@example.com",
+            "anon@example.com",
+        ] {
+            add(dir.path(), fine, UserOptions::default()).unwrap();
+        }
+        assert_eq!(list(dir.path()).unwrap().len(), 4);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::DbError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Version 0 → 1: the first schema.
 ///
@@ -116,8 +116,60 @@ INSERT INTO slots (watcher, last)
     SELECT watcher, MAX(slot) FROM subscriptions GROUP BY watcher;
 ";
 
+/// Version 3 → 4: access rules, pending subscriptions and domain administrators
+/// (issue 5). New tables only: existing rows are not touched, so the migration is
+/// instant on any database.
+///
+/// * `rules`: each principal's rules, a postcard-encoded `tern_wire::Rules`, with the
+///   `epoch` (the version of its presence document when the rules last changed what a
+///   watcher sees). A principal without rules has no row. Deleted with the principal.
+/// * `requests`: subscriptions waiting for the presentity's principal to decide (rule
+///   *ask*), one per (watcher, target), with when they were asked. `requests_target`
+///   serves a presentity's requests oldest first from the index alone. Deleted with
+///   either principal.
+/// * `admins`: the SHA-256 of each domain's administrator token; a domain has at most
+///   one, replaced when rotated. Kept when principals come and go.
+/// * `admin_log`: the administrators' audit log, append-only: the triggers refuse any
+///   `UPDATE` or `DELETE`, and removing a principal leaves the entries about it. Its
+///   rowid orders entries as written; `admin_log_domain` serves one domain's latest
+///   entries (the rowid is implicitly in the index).
+const V4: &str = "
+CREATE TABLE rules (
+    owner TEXT PRIMARY KEY NOT NULL,
+    rules BLOB NOT NULL,
+    epoch INTEGER NOT NULL
+) STRICT;
+CREATE TABLE requests (
+    watcher TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    PRIMARY KEY (watcher, target)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX requests_target ON requests (target, at, watcher);
+CREATE TABLE admins (
+    domain     TEXT PRIMARY KEY NOT NULL,
+    token_hash BLOB NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE TABLE admin_log (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    domain TEXT NOT NULL,
+    user   TEXT NOT NULL,
+    action TEXT NOT NULL
+) STRICT;
+CREATE INDEX admin_log_domain ON admin_log (domain);
+CREATE TRIGGER admin_log_no_update BEFORE UPDATE ON admin_log
+BEGIN
+    SELECT RAISE(ABORT, 'admin_log is append-only');
+END;
+CREATE TRIGGER admin_log_no_delete BEFORE DELETE ON admin_log
+BEGIN
+    SELECT RAISE(ABORT, 'admin_log is append-only');
+END;
+";
+
 /// Every migration, in order; `MIGRATIONS.len()` is [`SCHEMA_VERSION`].
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version of an open database.
 pub(super) fn version(conn: &Connection) -> Result<u32, DbError> {
@@ -217,7 +269,8 @@ mod tests {
             }
         }
         let mut store = SqliteStore::open_file(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 3);
+        // Through version 3 to the current one.
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         let sub = |watcher: &str, target: &str, slot| Subscription {
             watcher: watcher.into(),
             target: target.into(),
@@ -285,6 +338,154 @@ mod tests {
             .query_row("PRAGMA integrity_check", [], |row| row.get(0))
             .unwrap();
         assert_eq!(check, "ok");
+    }
+
+    /// The names of the indexes created on `table` (not the automatic ones).
+    fn indexes_of(conn: &Connection, table: &str) -> Vec<String> {
+        conn.prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY name",
+        )
+        .unwrap()
+        .query_map([table], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    #[test]
+    fn a_v3_database_migrates_to_v4_keeping_its_data() {
+        use tern_gateway_core::auth::hash_token;
+        use tern_gateway_core::{AdminRecord, Request, StoredRules, Subscription, Versioned};
+
+        use super::super::SqliteStore;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        {
+            let v3 = database_at(&path, 3);
+            v3.execute(
+                "INSERT INTO users (address, token_hash, presentity, inbox, created)
+                 VALUES ('alice@x', ?1, 1, 1, 5)",
+                [&hash_token("t")[..]],
+            )
+            .unwrap();
+            v3.execute(
+                "INSERT INTO subscriptions (watcher, target, slot) VALUES ('bob@x', 'alice@x', 1)",
+                [],
+            )
+            .unwrap();
+            v3.execute("INSERT INTO slots (watcher, last) VALUES ('bob@x', 1)", [])
+                .unwrap();
+            let blob = postcard::to_stdvec(&doc("alice@x")).unwrap();
+            v3.execute(
+                "INSERT INTO presence (presentity, doc, version) VALUES ('alice@x', ?1, 7)",
+                [blob],
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open_file(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 4);
+        store
+            .read(|s| {
+                // What version 3 held is there as it was.
+                assert!(s.user("alice@x")?.is_some());
+                assert_eq!(
+                    s.subscriptions()?,
+                    vec![Subscription {
+                        watcher: "bob@x".into(),
+                        target: "alice@x".into(),
+                        slot: 1,
+                    }]
+                );
+                assert_eq!(
+                    s.presence("alice@x")?,
+                    Some(Versioned {
+                        version: 7,
+                        doc: doc("alice@x"),
+                    })
+                );
+                // And nothing of version 4 yet.
+                assert_eq!(s.all_rules()?, vec![]);
+                assert_eq!(s.requests_to("alice@x")?, vec![]);
+                assert_eq!(s.admin_token("x")?, None);
+                assert_eq!(s.admin_log("x", 10)?, vec![]);
+                Ok(())
+            })
+            .unwrap();
+        // The new tables work.
+        let rules = StoredRules {
+            rules: tern_wire::Rules::default(),
+            epoch: 7,
+        };
+        let request = Request {
+            watcher: "carol@x".into(),
+            target: "alice@x".into(),
+            at: 9,
+        };
+        let record = AdminRecord {
+            at: 10,
+            domain: "x".into(),
+            user: "alice@x".into(),
+            action: "get-rules".into(),
+        };
+        store
+            .write(|s| {
+                s.put_rules("alice@x", &rules)?;
+                s.add_request(&request)?;
+                s.put_admin_token("x", &hash_token("admin"))?;
+                s.log_admin(&record)
+            })
+            .unwrap();
+        store
+            .read(|s| {
+                assert_eq!(s.all_rules()?, vec![("alice@x".to_owned(), rules.clone())]);
+                assert_eq!(s.requests_to("alice@x")?, vec![request.clone()]);
+                assert_eq!(s.admin_token("x")?, Some(hash_token("admin")));
+                assert_eq!(s.admin_log("x", 10)?, vec![record.clone()]);
+                Ok(())
+            })
+            .unwrap();
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(indexes_of(&conn, "requests"), ["requests_target"]);
+        assert_eq!(indexes_of(&conn, "admin_log"), ["admin_log_domain"]);
+        for table in ["rules", "requests", "admins", "admin_log"] {
+            let strict: i64 = conn
+                .query_row(
+                    "SELECT strict FROM pragma_table_list WHERE name = ?1",
+                    [table],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert_eq!(strict, 1, "{table} is STRICT");
+        }
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+    }
+
+    #[test]
+    fn the_admin_log_is_append_only() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO admin_log (at, domain, user, action) VALUES (1, 'x', 'a@x', 'cancel b@x')",
+            [],
+        )
+        .unwrap();
+        for sql in [
+            "UPDATE admin_log SET action = 'nothing'",
+            "DELETE FROM admin_log WHERE domain = 'x'",
+            "DELETE FROM admin_log",
+        ] {
+            let err = conn.execute(sql, []).unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+        }
+        let action: String = conn
+            .query_row("SELECT action FROM admin_log", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(action, "cancel b@x");
     }
 
     #[test]

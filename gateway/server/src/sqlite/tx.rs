@@ -4,7 +4,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tern_gateway_core::{
-    DeviceRecord, SentRecord, Store, StoreError, Subscription, UserRecord, Versioned,
+    AdminRecord, DeviceRecord, Request, SentRecord, Store, StoreError, StoredRules, Subscription,
+    UserRecord, Versioned,
 };
 use tern_wire::{InboxItem, Slot};
 
@@ -31,6 +32,21 @@ impl<'c> Tx<'c> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(db_error)?;
         let rows = stmt
             .query_map([param], |row| row.get(0))
+            .map_err(db_error)?;
+        rows.collect::<Result<_, _>>().map_err(db_error)
+    }
+
+    /// The `requests` rows (watcher, target, at) a one-parameter query returns.
+    fn requests(&self, sql: &str, param: &str) -> Result<Vec<Request>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(db_error)?;
+        let rows = stmt
+            .query_map([param], |row| {
+                Ok(Request {
+                    watcher: row.get(0)?,
+                    target: row.get(1)?,
+                    at: row.get(2)?,
+                })
+            })
             .map_err(db_error)?;
         rows.collect::<Result<_, _>>().map_err(db_error)
     }
@@ -147,7 +163,8 @@ impl Store for Tx<'_> {
             .prepare_cached("DELETE FROM users WHERE address = ?1")
             .and_then(|mut s| s.execute([address]))
             .map_err(db_error)?;
-        // `inbox_seq` stays; `slots` goes with the watcher: see the schema.
+        // `inbox_seq` stays; `slots` goes with the watcher; `admin_log` is append-only
+        // and keeps what was done to the principal: see the schema.
         for sql in [
             "DELETE FROM aliases WHERE owner = ?1",
             "DELETE FROM presence WHERE presentity = ?1",
@@ -156,6 +173,8 @@ impl Store for Tx<'_> {
             "DELETE FROM inbox WHERE owner = ?1",
             "DELETE FROM sent WHERE sender = ?1 OR owner = ?1",
             "DELETE FROM devices WHERE owner = ?1",
+            "DELETE FROM rules WHERE owner = ?1",
+            "DELETE FROM requests WHERE watcher = ?1 OR target = ?1",
         ] {
             c.prepare_cached(sql)
                 .and_then(|mut s| s.execute([address]))
@@ -449,6 +468,145 @@ impl Store for Tx<'_> {
             .and_then(|mut s| s.execute(params![sender, id, record.owner, record.seq]))
             .map_err(db_error)?;
         Ok(())
+    }
+
+    fn all_rules(&self) -> Result<Vec<(String, StoredRules)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT owner, rules, epoch FROM rules ORDER BY owner")
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, u64>(2)?,
+                ))
+            })
+            .map_err(db_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|(owner, blob, epoch)| {
+                let rules = decode("rules", &blob)?;
+                Ok((owner, StoredRules { rules, epoch }))
+            })
+            .collect()
+    }
+
+    fn put_rules(&mut self, owner: &str, rules: &StoredRules) -> Result<(), StoreError> {
+        let blob = encode(&rules.rules)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO rules (owner, rules, epoch) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (owner) DO UPDATE SET rules = excluded.rules,
+                   epoch = excluded.epoch",
+            )
+            .and_then(|mut s| s.execute(params![owner, blob, rules.epoch]))
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn add_request(&mut self, request: &Request) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO requests (watcher, target, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (watcher, target) DO UPDATE SET at = excluded.at",
+            )
+            .and_then(|mut s| s.execute(params![request.watcher, request.target, request.at]))
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn remove_request(&mut self, watcher: &str, target: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM requests WHERE watcher = ?1 AND target = ?2")
+            .and_then(|mut s| s.execute([watcher, target]))
+            .map_err(db_error)?;
+        Ok(n > 0)
+    }
+
+    fn requests_to(&self, target: &str) -> Result<Vec<Request>, StoreError> {
+        self.requests(
+            "SELECT watcher, target, at FROM requests WHERE target = ?1 ORDER BY at, watcher",
+            target,
+        )
+    }
+
+    fn requests_of(&self, watcher: &str) -> Result<Vec<Request>, StoreError> {
+        self.requests(
+            "SELECT watcher, target, at FROM requests WHERE watcher = ?1 ORDER BY target",
+            watcher,
+        )
+    }
+
+    fn admin_token(&self, domain: &str) -> Result<Option<[u8; 32]>, StoreError> {
+        let hash: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT token_hash FROM admins WHERE domain = ?1")
+            .and_then(|mut s| s.query_row([domain], |row| row.get(0)).optional())
+            .map_err(db_error)?;
+        hash.map(|hash| {
+            hash.try_into()
+                .map_err(|_| StoreError(format!("corrupt administrator token hash of {domain}")))
+        })
+        .transpose()
+    }
+
+    fn put_admin_token(&mut self, domain: &str, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO admins (domain, token_hash) VALUES (?1, ?2)
+                 ON CONFLICT (domain) DO UPDATE SET token_hash = excluded.token_hash",
+            )
+            .and_then(|mut s| s.execute(params![domain, &hash[..]]))
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn log_admin(&mut self, record: &AdminRecord) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO admin_log (at, domain, user, action) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    record.at,
+                    record.domain,
+                    record.user,
+                    record.action
+                ])
+            })
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn admin_log(&self, domain: &str, limit: usize) -> Result<Vec<AdminRecord>, StoreError> {
+        // Newest first through the index (no `LIMIT ?`, as in `inbox_after`), then
+        // turned around: the last `limit` entries, oldest first.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT at, domain, user, action FROM admin_log WHERE domain = ?1
+                 ORDER BY id DESC",
+            )
+            .map_err(db_error)?;
+        let mut rows = stmt
+            .query_map([domain], |row| {
+                Ok(AdminRecord {
+                    at: row.get(0)?,
+                    domain: row.get(1)?,
+                    user: row.get(2)?,
+                    action: row.get(3)?,
+                })
+            })
+            .map_err(db_error)?
+            .take(limit)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?;
+        rows.reverse();
+        Ok(rows)
     }
 }
 
@@ -1096,5 +1254,393 @@ mod tests {
             .unwrap();
         assert!(store.read(|s| s.presence("x@x")).is_err());
         assert!(store.write(|s| s.presence("x@x")).is_err());
+    }
+
+    fn rules_of(note: u8) -> StoredRules {
+        use tern_wire::{
+            Decision, Delegate, Delivery, InboxRule, PresenceRule, Rules, View, When, Who,
+        };
+        StoredRules {
+            rules: Rules {
+                presence: vec![
+                    PresenceRule {
+                        who: Who::User("bob@x".into()),
+                        decision: Decision::Allow,
+                        view: Some(View {
+                            tuples: vec!["phone".into()],
+                            hide: View::NOTE | View::CARD,
+                            status: Some(tern_wire::Availability::BUSY),
+                        }),
+                        when: Some(When {
+                            days: 0x1f,
+                            from: 9 * 60,
+                            to: 17 * 60,
+                            offset: 60,
+                        }),
+                    },
+                    PresenceRule {
+                        who: Who::Domain("y".into()),
+                        decision: Decision::Ask,
+                        view: None,
+                        when: None,
+                    },
+                ],
+                inbox: vec![InboxRule {
+                    who: Who::Anonymous,
+                    delivery: Delivery::Discard,
+                }],
+                delegates: vec![Delegate {
+                    who: format!("helper{note}@x"),
+                    rights: Delegate::PUBLISH | Delegate::READ,
+                }],
+            },
+            epoch: u64::from(note),
+        }
+    }
+
+    fn request(watcher: &str, target: &str, at: u64) -> Request {
+        Request {
+            watcher: watcher.into(),
+            target: target.into(),
+            at,
+        }
+    }
+
+    fn logged(at: u64, domain: &str, user: &str, action: &str) -> AdminRecord {
+        AdminRecord {
+            at,
+            domain: domain.into(),
+            user: user.into(),
+            action: action.into(),
+        }
+    }
+
+    #[test]
+    fn rules_round_trip_and_are_replaced_whole() {
+        let (_d, mut store) = open();
+        assert_eq!(store.read(|s| s.all_rules()).unwrap(), vec![]);
+        store
+            .write(|s| {
+                s.put_rules("carol@x", &rules_of(1))?;
+                s.put_rules("alice@x", &StoredRules::default())?;
+                s.put_rules("carol@x", &rules_of(2))
+            })
+            .unwrap();
+        // Owner order; the second put replaced the first, epoch too.
+        assert_eq!(
+            store.read(|s| s.all_rules()).unwrap(),
+            vec![
+                ("alice@x".to_owned(), StoredRules::default()),
+                ("carol@x".to_owned(), rules_of(2)),
+            ]
+        );
+        // An epoch beyond SQLite's integers is an error, and changes nothing.
+        let huge = StoredRules {
+            epoch: u64::MAX,
+            ..rules_of(3)
+        };
+        assert!(store.write(|s| s.put_rules("carol@x", &huge)).is_err());
+        assert_eq!(store.read(|s| s.all_rules()).unwrap()[1].1, rules_of(2));
+    }
+
+    #[test]
+    fn corrupt_rules_are_an_error_not_a_panic() {
+        let (_d, store) = open();
+        store
+            .conn
+            .execute(
+                "INSERT INTO rules (owner, rules, epoch) VALUES ('x@x', X'FFFFFFFF', 1)",
+                [],
+            )
+            .unwrap();
+        let err = store.read(|s| s.all_rules()).unwrap_err();
+        assert!(err.to_string().contains("corrupt rules"), "{err}");
+    }
+
+    #[test]
+    fn requests_are_listed_oldest_first_and_by_target() {
+        let (_d, mut store) = open();
+        store
+            .write(|s| {
+                s.add_request(&request("dave@x", "alice@x", 30))?;
+                s.add_request(&request("bob@x", "alice@x", 20))?;
+                s.add_request(&request("carol@x", "alice@x", 20))?;
+                s.add_request(&request("bob@x", "zed@x", 5))?;
+                s.add_request(&request("bob@x", "carol@x", 50))?;
+                // Asked again: replaced, with the new time.
+                s.add_request(&request("dave@x", "alice@x", 10))
+            })
+            .unwrap();
+        store
+            .read(|s| {
+                assert_eq!(
+                    s.requests_to("alice@x")?,
+                    vec![
+                        request("dave@x", "alice@x", 10),
+                        request("bob@x", "alice@x", 20),
+                        request("carol@x", "alice@x", 20),
+                    ],
+                    "by time, then watcher"
+                );
+                assert_eq!(
+                    s.requests_of("bob@x")?,
+                    vec![
+                        request("bob@x", "alice@x", 20),
+                        request("bob@x", "carol@x", 50),
+                        request("bob@x", "zed@x", 5),
+                    ],
+                    "by target"
+                );
+                assert_eq!(s.requests_to("nobody@x")?, vec![]);
+                assert_eq!(s.requests_of("nobody@x")?, vec![]);
+                Ok(())
+            })
+            .unwrap();
+        store
+            .write(|s| {
+                assert!(s.remove_request("bob@x", "alice@x")?);
+                assert!(!s.remove_request("bob@x", "alice@x")?);
+                assert!(!s.remove_request("alice@x", "bob@x")?, "not the other way");
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            store.read(|s| s.requests_to("alice@x")).unwrap().len(),
+            2,
+            "the others stay"
+        );
+    }
+
+    #[test]
+    fn admin_tokens_are_set_and_rotated_per_domain() {
+        use tern_gateway_core::auth::hash_token;
+        let (_d, mut store) = open();
+        assert_eq!(store.read(|s| s.admin_token("x")).unwrap(), None);
+        store
+            .write(|s| {
+                s.put_admin_token("x", &hash_token("one"))?;
+                s.put_admin_token("y", &hash_token("other"))?;
+                s.put_admin_token("x", &hash_token("two"))
+            })
+            .unwrap();
+        store
+            .read(|s| {
+                assert_eq!(s.admin_token("x")?, Some(hash_token("two")), "rotated");
+                assert_eq!(s.admin_token("y")?, Some(hash_token("other")));
+                assert_eq!(s.admin_token("z")?, None);
+                Ok(())
+            })
+            .unwrap();
+        store
+            .conn
+            .execute(
+                "INSERT INTO admins (domain, token_hash) VALUES ('short', X'0102')",
+                [],
+            )
+            .unwrap();
+        assert!(store.read(|s| s.admin_token("short")).is_err());
+    }
+
+    #[test]
+    fn the_admin_log_keeps_the_last_entries_of_a_domain_oldest_first() {
+        let (_d, mut store) = open();
+        store
+            .write(|s| {
+                // Times out of order on purpose: the log is in the order written.
+                s.log_admin(&logged(30, "x", "alice@x", "get-rules"))?;
+                s.log_admin(&logged(10, "y", "bob@y", "watchers"))?;
+                s.log_admin(&logged(20, "x", "bob@x", "cancel carol@x"))?;
+                s.log_admin(&logged(40, "x", "alice@x", "set-rules"))
+            })
+            .unwrap();
+        store
+            .read(|s| {
+                assert_eq!(
+                    s.admin_log("x", 10)?,
+                    vec![
+                        logged(30, "x", "alice@x", "get-rules"),
+                        logged(20, "x", "bob@x", "cancel carol@x"),
+                        logged(40, "x", "alice@x", "set-rules"),
+                    ]
+                );
+                assert_eq!(
+                    s.admin_log("x", 2)?,
+                    vec![
+                        logged(20, "x", "bob@x", "cancel carol@x"),
+                        logged(40, "x", "alice@x", "set-rules"),
+                    ]
+                );
+                assert_eq!(s.admin_log("x", 0)?, vec![]);
+                assert_eq!(s.admin_log("y", usize::MAX)?.len(), 1);
+                assert_eq!(s.admin_log("z", 10)?, vec![]);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn remove_user_drops_rules_and_requests_both_ways_but_not_the_audit_log() {
+        use tern_gateway_core::auth::hash_token;
+        let (_d, mut store) = open();
+        store
+            .write(|s| {
+                s.put_user(&user("alice@x", &[]))?;
+                s.put_user(&user("bob@x", &[]))?;
+                s.put_rules("alice@x", &rules_of(1))?;
+                s.put_rules("bob@x", &rules_of(2))?;
+                s.add_request(&request("alice@x", "bob@x", 1))?;
+                s.add_request(&request("bob@x", "alice@x", 2))?;
+                s.add_request(&request("carol@x", "alice@x", 3))?;
+                s.add_request(&request("carol@x", "bob@x", 4))?;
+                s.put_admin_token("x", &hash_token("admin"))?;
+                s.log_admin(&logged(5, "x", "alice@x", "set-rules"))?;
+                assert!(s.remove_user("alice@x")?);
+                Ok(())
+            })
+            .unwrap();
+        store
+            .read(|s| {
+                assert_eq!(s.all_rules()?, vec![("bob@x".to_owned(), rules_of(2))]);
+                assert_eq!(s.requests_to("alice@x")?, vec![]);
+                assert_eq!(s.requests_of("alice@x")?, vec![]);
+                assert_eq!(
+                    s.requests_to("bob@x")?,
+                    vec![request("carol@x", "bob@x", 4)]
+                );
+                assert_eq!(s.requests_of("bob@x")?, vec![]);
+                assert_eq!(s.admin_token("x")?, Some(hash_token("admin")));
+                assert_eq!(
+                    s.admin_log("x", 10)?,
+                    vec![logged(5, "x", "alice@x", "set-rules")]
+                );
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn request_and_admin_log_lookups_use_their_indexes() {
+        let (_d, store) = open();
+        let plan = |sql: &str| -> String {
+            let mut stmt = store
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let rows = stmt
+                .query_map(["x"], |row| row.get::<_, String>(3))
+                .unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let to =
+            plan("SELECT watcher, target, at FROM requests WHERE target = ?1 ORDER BY at, watcher");
+        assert!(to.contains("COVERING INDEX requests_target"), "{to}");
+        let of =
+            plan("SELECT watcher, target, at FROM requests WHERE watcher = ?1 ORDER BY target");
+        assert!(of.contains("PRIMARY KEY"), "{of}");
+        let log = plan(
+            "SELECT at, domain, user, action FROM admin_log WHERE domain = ?1 ORDER BY id DESC",
+        );
+        assert!(log.contains("INDEX admin_log_domain"), "{log}");
+        for p in [&to, &of, &log] {
+            assert!(!p.contains("TEMP B-TREE"), "{p}");
+        }
+    }
+
+    /// The access-rule, request and administrator calls through the reference store and
+    /// through SQLite: the two must answer alike, ordering included.
+    #[test]
+    fn sqlite_agrees_with_the_reference_store_on_rules_requests_and_admins() {
+        fn scenario(s: &mut dyn Store) -> Result<Vec<String>, StoreError> {
+            use tern_gateway_core::auth::hash_token;
+            let mut seen = Vec::new();
+            let mut note = |what: &str, value: String| seen.push(format!("{what}: {value}"));
+            for who in ["alice@x", "bob@x", "carol@x"] {
+                s.put_user(&user(who, &[]))?;
+            }
+            s.put_rules("carol@x", &rules_of(1))?;
+            s.put_rules("alice@x", &rules_of(2))?;
+            s.put_rules("bob@x", &rules_of(3))?;
+            s.put_rules("alice@x", &rules_of(4))?;
+            note("rules", format!("{:?}", s.all_rules()?));
+            for (w, t, at) in [
+                ("dave@x", "alice@x", 7),
+                ("bob@x", "alice@x", 7),
+                ("carol@x", "alice@x", 3),
+                ("alice@x", "carol@x", 9),
+                ("alice@x", "bob@x", 8),
+                ("bob@x", "alice@x", 9),
+            ] {
+                s.add_request(&request(w, t, at))?;
+            }
+            note("to alice", format!("{:?}", s.requests_to("alice@x")?));
+            note("of alice", format!("{:?}", s.requests_of("alice@x")?));
+            note(
+                "remove",
+                format!("{}", s.remove_request("carol@x", "alice@x")?),
+            );
+            note(
+                "remove",
+                format!("{}", s.remove_request("carol@x", "alice@x")?),
+            );
+            s.put_admin_token("x", &hash_token("a"))?;
+            s.put_admin_token("x", &hash_token("b"))?;
+            note("token", format!("{:?}", s.admin_token("x")?));
+            note("token", format!("{:?}", s.admin_token("y")?));
+            for n in 0..5u64 {
+                let domain = if n % 2 == 0 { "x" } else { "y" };
+                s.log_admin(&logged(100 - n, domain, "alice@x", &format!("op {n}")))?;
+            }
+            for limit in [0, 1, 2, 3, 10] {
+                note("log x", format!("{:?}", s.admin_log("x", limit)?));
+            }
+            note("log y", format!("{:?}", s.admin_log("y", 1)?));
+            note("remove alice", format!("{}", s.remove_user("alice@x")?));
+            note("rules", format!("{:?}", s.all_rules()?));
+            note("to alice", format!("{:?}", s.requests_to("alice@x")?));
+            note("of alice", format!("{:?}", s.requests_of("alice@x")?));
+            note("to bob", format!("{:?}", s.requests_to("bob@x")?));
+            note("of bob", format!("{:?}", s.requests_of("bob@x")?));
+            note("of dave", format!("{:?}", s.requests_of("dave@x")?));
+            note("log x", format!("{:?}", s.admin_log("x", 10)?));
+            Ok(seen)
+        }
+        let mut reference = MemStore::default();
+        let expected = scenario(&mut reference).unwrap();
+        let (_d, mut store) = open();
+        let got = store.write(scenario).unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn rules_requests_and_admins_persist_across_reopen() {
+        use tern_gateway_core::auth::hash_token;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = SqliteStore::open(dir.path()).unwrap();
+            store
+                .write(|s| {
+                    s.put_rules("alice@x", &rules_of(9))?;
+                    s.add_request(&request("bob@x", "alice@x", 3))?;
+                    s.put_admin_token("x", &hash_token("admin"))?;
+                    s.log_admin(&logged(4, "x", "alice@x", "get-rules"))
+                })
+                .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store
+            .read(|s| {
+                assert_eq!(s.all_rules()?, vec![("alice@x".to_owned(), rules_of(9))]);
+                assert_eq!(
+                    s.requests_of("bob@x")?,
+                    vec![request("bob@x", "alice@x", 3)]
+                );
+                assert_eq!(s.admin_token("x")?, Some(hash_token("admin")));
+                assert_eq!(
+                    s.admin_log("x", 1)?,
+                    vec![logged(4, "x", "alice@x", "get-rules")]
+                );
+                Ok(())
+            })
+            .unwrap();
     }
 }

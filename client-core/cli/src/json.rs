@@ -18,11 +18,24 @@
 //!   UTF-8, `body_hex` otherwise; ids are hex.
 //! * receipt: `{"type":"receipt","seq"?,"id","to","status","reason"}`; `seq` only for
 //!   late receipts; `reason` is the error code name when `status` is `failed`.
+//! * rules: `{"type":"rules","presence":[..],"inbox":[..],"delegates":[..]}`: the serde
+//!   form of `tern_wire::Rules` (which ignores `type`), so that `tern rules show` prints
+//!   what `tern rules set` reads.
+//! * subscriptions: `{"type":"subscriptions","incoming","list":[{"who","state"}]}`;
+//!   `state` is `active` or `pending`.
+//! * asked: `{"type":"asked","watcher"}`: someone asks to watch you (`tern decide`).
+//! * subscription: `{"type":"subscription","presentity","state"}`: one of your
+//!   subscriptions is now `active` (granted), `denied` or `cancelled`.
+//! * pending: `{"type":"pending","presentity"}`: a subscription waits for its
+//!   principal's decision.
+//! * read: `{"type":"read","inbox","items","more","next_after"}`: after the items of a
+//!   delegate's read (message and receipt lines with their `seq`), how many there were
+//!   and where the next page starts.
 
 use serde::Serialize;
 use tern_client::{
     Availability, Basic, CardField, CardKind, Incoming, LateReceipt, PresenceDoc, ReceiptStatus,
-    Tuple, Version,
+    Rules, SubInfo, SubState, Tuple, Version,
 };
 use tern_wire::message::DEFAULT_CONTENT_TYPE;
 
@@ -90,7 +103,7 @@ pub(crate) struct UnchangedOut<'a> {
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct GoneOut<'a> {
+pub(crate) struct PresentityOut<'a> {
     r#type: &'static str,
     presentity: &'a str,
 }
@@ -209,10 +222,114 @@ pub(crate) fn watched(watcher: &str) -> WatchedOut<'_> {
     }
 }
 
-pub(crate) fn gone(presentity: &str) -> GoneOut<'_> {
-    GoneOut {
+pub(crate) fn gone(presentity: &str) -> PresentityOut<'_> {
+    PresentityOut {
         r#type: "gone",
         presentity,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct RulesOut<'a> {
+    r#type: &'static str,
+    #[serde(flatten)]
+    rules: &'a Rules,
+}
+
+pub(crate) fn rules(rules: &Rules) -> RulesOut<'_> {
+    RulesOut {
+        r#type: "rules",
+        rules,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SubscriptionsOut<'a> {
+    r#type: &'static str,
+    incoming: bool,
+    list: Vec<SubOut<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct SubOut<'a> {
+    who: &'a str,
+    state: &'static str,
+}
+
+pub(crate) fn subscriptions(incoming: bool, list: &[SubInfo]) -> SubscriptionsOut<'_> {
+    SubscriptionsOut {
+        r#type: "subscriptions",
+        incoming,
+        list: list
+            .iter()
+            .map(|s| SubOut {
+                who: &s.who,
+                state: state_name(s.state),
+            })
+            .collect(),
+    }
+}
+
+fn state_name(state: SubState) -> &'static str {
+    match state {
+        SubState::Active => "active",
+        SubState::Pending => "pending",
+        SubState::Denied => "denied",
+        SubState::Cancelled => "cancelled",
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct AskedOut<'a> {
+    r#type: &'static str,
+    watcher: &'a str,
+}
+
+pub(crate) fn asked(watcher: &str) -> AskedOut<'_> {
+    AskedOut {
+        r#type: "asked",
+        watcher,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SubscriptionOut<'a> {
+    r#type: &'static str,
+    presentity: &'a str,
+    state: &'static str,
+}
+
+pub(crate) fn subscription(presentity: &str, state: SubState) -> SubscriptionOut<'_> {
+    SubscriptionOut {
+        r#type: "subscription",
+        presentity,
+        state: state_name(state),
+    }
+}
+
+pub(crate) fn pending(presentity: &str) -> PresentityOut<'_> {
+    PresentityOut {
+        r#type: "pending",
+        presentity,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ReadOut<'a> {
+    r#type: &'static str,
+    inbox: &'a str,
+    items: usize,
+    more: bool,
+    next_after: u64,
+}
+
+pub(crate) fn read(inbox: &str, items: usize, more: bool, next_after: u64) -> ReadOut<'_> {
+    ReadOut {
+        r#type: "read",
+        inbox,
+        items,
+        more,
+        next_after,
     }
 }
 
@@ -408,6 +525,55 @@ mod tests {
             to_value(message(1, &m))["body_hex"],
             "78",
             "short non-ASCII type"
+        );
+    }
+
+    #[test]
+    fn rules_print_as_they_are_read_back() {
+        use tern_client::{Decision, PresenceRule, Who};
+        let r = Rules {
+            presence: vec![PresenceRule {
+                who: Who::Domain("example.com".into()),
+                decision: Decision::Ask,
+                view: None,
+                when: None,
+            }],
+            ..Rules::default()
+        };
+        let shown = serde_json::to_string(&rules(&r)).unwrap();
+        assert!(shown.starts_with(r#"{"type":"rules","#), "{shown}");
+        let back: Rules = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn subscriptions_and_their_changes() {
+        let list = [SubInfo {
+            who: "bob@example.com".into(),
+            state: SubState::Pending,
+        }];
+        assert_eq!(
+            to_value(subscriptions(true, &list)),
+            json!({"type": "subscriptions", "incoming": true,
+                   "list": [{"who": "bob@example.com", "state": "pending"}]})
+        );
+        assert_eq!(
+            to_value(asked("bob@example.com")),
+            json!({"type": "asked", "watcher": "bob@example.com"})
+        );
+        assert_eq!(
+            to_value(subscription("bob@example.com", SubState::Cancelled)),
+            json!({"type": "subscription", "presentity": "bob@example.com",
+                   "state": "cancelled"})
+        );
+        assert_eq!(
+            to_value(pending("bob@example.com")),
+            json!({"type": "pending", "presentity": "bob@example.com"})
+        );
+        assert_eq!(
+            to_value(read("bob@example.com", 2, true, 17)),
+            json!({"type": "read", "inbox": "bob@example.com", "items": 2, "more": true,
+                   "next_after": 17})
         );
     }
 

@@ -17,10 +17,16 @@
 //! (minutes) or `sleepy` (until the client sends something). A sleepy device publishes
 //! `publish --asleep-until`.
 //!
+//! Access rules (`rules`, `block`, `unblock`, `inbox-rule`) are read, changed and written
+//! back whole; `decide`, `cancel` and `subscriptions` act on single subscriptions;
+//! `publish --for` and `read` act as another user's delegate; `--anonymous` connects
+//! without an account, where the gateway allows it.
+//!
 //! It may only use `tern-client`'s public API (and `tern-wire`'s types); it never depends
 //! on the gateway crates.
 
 mod json;
+mod rules;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -33,8 +39,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use tern_client::{
     Availability, Basic, CardField, CardKind, Client, ClientConfig, ClientError, ClientMode,
-    ConnectionState, Event, Ext, FetchIf, Message, Presence, PresenceDoc, Tuple, Version,
+    ConnectionState, Decision, Event, Ext, FetchIf, InboxItem, Message, Presence, PresenceDoc,
+    Rules, SubscribeOutcome, Tuple, Version, Who,
 };
+
+use crate::rules::{Edit, InboxAction, RulesCommand};
 use tern_wire::addr::Address;
 use tern_wire::limits::MSG_ID_MAX;
 
@@ -57,12 +66,22 @@ struct Cli {
     /// TLS server name the certificate must match [default: the domain of --user].
     #[arg(long, env = "TERN_SERVER_NAME", value_name = "NAME")]
     server_name: Option<String>,
-    /// Who you are.
+    /// Who you are (with --anonymous: any address of the domain, or the domain).
     #[arg(long, env = "TERN_USER", value_name = "NAME@DOMAIN")]
     user: String,
     /// Your access token (prefer the environment variable: flags show in process lists).
-    #[arg(long, env = "TERN_TOKEN", hide_env_values = true)]
-    token: String,
+    #[arg(
+        long,
+        env = "TERN_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "anonymous"
+    )]
+    token: Option<String>,
+    /// Connect without an account, as anonymous@DOMAIN (the domain of --user), where the
+    /// gateway's operator allows it: fetch, watch, subscriptions and send only; no
+    /// token, no inbox, no --state-dir.
+    #[arg(long)]
+    anonymous: bool,
     /// Seconds between keep-alive pings (0: none); must be below --idle-timeout. Lower
     /// keeps NAT bindings open on mobile networks, higher saves battery.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
@@ -130,6 +149,10 @@ enum Command {
         /// reconnect).
         #[arg(long)]
         hold: bool,
+        /// Publish for another user, as its delegate (`tern rules delegate YOU
+        /// --publish` on its side).
+        #[arg(long = "for", value_name = "NAME@DOMAIN", conflicts_with = "hold")]
+        for_presentity: Option<String>,
     },
     /// Print a presentity's presence once, with its version.
     ///
@@ -145,7 +168,8 @@ enum Command {
     },
     /// Who watches you: your subscribers, and who fetched your presence recently, as one
     /// {"type":"watchers",...} line. With --follow, then one {"type":"watched",...} line
-    /// per new subscriber until interrupted.
+    /// per new subscriber and one {"type":"asked",...} line per request waiting for your
+    /// decision (`tern decide`), until interrupted.
     Watchers {
         /// Keep printing new subscribers as they come.
         #[arg(long)]
@@ -155,7 +179,11 @@ enum Command {
     ///
     /// Changes come as presence lines with their version (each version once), and
     /// {"type":"gone",...} when a subscription ends elsewhere (another device of yours,
-    /// or the gateway). Presence not in the cache is restated when the session opens:
+    /// or the gateway). A presentity whose rules ask first prints {"type":"pending",...};
+    /// its decision comes as {"type":"subscription","state":"active"|"denied",...} (then
+    /// its presence), and a presentity that cancels your subscription prints
+    /// {"type":"subscription","state":"cancelled",...}. Requests to watch you print
+    /// {"type":"asked",...}. Presence not in the cache is restated when the session opens:
     /// every subscription on a first run or without --state-dir, only what changed since
     /// the last run with it.
     Watch {
@@ -195,6 +223,104 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Your access rules: who sees your presence and what of it, who may message you,
+    /// who acts for you. Editors read the rules, change one thing, write them back whole
+    /// and print the result.
+    Rules {
+        #[command(subcommand)]
+        action: RulesCommand,
+    },
+    /// Refuse messages from WHO (user@domain, @domain, anonymous, anyone): the sender's
+    /// receipt says `refused`; with --silent, they are dropped and it says `stored`.
+    Block {
+        /// Whose messages.
+        #[arg(value_name = "WHO", value_parser = rules::parse_who)]
+        who: Who,
+        /// Drop them without telling the sender.
+        #[arg(long)]
+        silent: bool,
+    },
+    /// Remove the inbox rule for WHO: back to the default (accepted; anonymous senders
+    /// refused).
+    Unblock {
+        /// Whose messages.
+        #[arg(value_name = "WHO", value_parser = rules::parse_who)]
+        who: Who,
+    },
+    /// Set what becomes of messages from WHO: accept, refuse, discard (in silence), or
+    /// remove the rule.
+    InboxRule {
+        /// What to do with them.
+        #[arg(value_enum)]
+        action: InboxAction,
+        /// Whose messages: user@domain, @domain, anonymous or anyone.
+        #[arg(value_name = "WHO", value_parser = rules::parse_who)]
+        who: Who,
+    },
+    /// List subscriptions with their state (active, or pending your or their decision),
+    /// as one {"type":"subscriptions",...} line: yours, or with --incoming those to your
+    /// presence.
+    Subscriptions {
+        /// The subscriptions to your presence, and requests waiting for your decision.
+        #[arg(long)]
+        incoming: bool,
+    },
+    /// Decide about a watcher (typically one that asked): puts a rule for exactly that
+    /// user first among your rules; prints {"ok":true}.
+    Decide {
+        /// The watcher.
+        #[arg(value_name = "NAME@DOMAIN")]
+        watcher: String,
+        /// allow, deny, ask, or polite (it sees a presence that never changes).
+        #[arg(value_enum)]
+        decision: DecisionArg,
+    },
+    /// End a watcher's subscription to your presence (or its request); prints
+    /// {"ok":true}. It may subscribe again under your rules: to keep it out, `decide ...
+    /// deny`.
+    Cancel {
+        /// The watcher.
+        #[arg(value_name = "NAME@DOMAIN")]
+        watcher: String,
+    },
+    /// Read another user's inbox as its delegate (`tern rules delegate YOU --read` on
+    /// its side), without taking anything from it: message and receipt lines with their
+    /// seq, then one {"type":"read",...} line saying whether more follow.
+    Read {
+        /// The inbox.
+        #[arg(value_name = "NAME@DOMAIN")]
+        inbox: String,
+        /// Start after this sequence number (the `next_after` of the last read).
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        after: u64,
+        /// Read every page, not just the first.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// A decision about a watcher, on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DecisionArg {
+    /// It sees your presence (as your rules' views allow).
+    Allow,
+    /// It is refused, and told.
+    Deny,
+    /// Ask you each time.
+    Ask,
+    /// It is told it was granted, and sees a presence that never changes.
+    Polite,
+}
+
+impl From<DecisionArg> for Decision {
+    fn from(d: DecisionArg) -> Self {
+        match d {
+            DecisionArg::Allow => Self::Allow,
+            DecisionArg::Deny => Self::Deny,
+            DecisionArg::Ask => Self::Ask,
+            DecisionArg::Polite => Self::Polite,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -253,8 +379,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         std::fs::read(&cli.ca).with_context(|| format!("cannot read {}", cli.ca.display()))?;
     let long_lived = matches!(
         cli.command,
-        Command::Watch { .. } | Command::Listen { .. } | Command::Publish { hold: true, .. }
+        Command::Watch { .. }
+            | Command::Listen { .. }
+            | Command::Publish { hold: true, .. }
+            | Command::Watchers { follow: true }
     );
+    if cli.anonymous && matches!(cli.command, Command::Listen { .. }) {
+        bail!("an anonymous session has no inbox to listen to");
+    }
+    let state_dir = if cli.anonymous {
+        if cli.state_dir.is_some() {
+            tracing::warn!("an anonymous session keeps no state: --state-dir ignored");
+        }
+        None
+    } else {
+        cli.state_dir.clone()
+    };
     let config = ClientConfig {
         server_name: cli.server_name,
         keepalive: Duration::from_secs(cli.keepalive),
@@ -262,9 +402,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         reconnect: long_lived,
         // Only `listen` shows messages; the others leave them in the inbox.
         inbox: matches!(cli.command, Command::Listen { .. }),
-        state_dir: cli.state_dir.clone(),
+        state_dir,
         mode: cli.client_state,
-        ..ClientConfig::new(cli.gateway, cli.user, cli.token, ca_pem)
+        anonymous: cli.anonymous,
+        ..ClientConfig::new(cli.gateway, cli.user, cli.token.unwrap_or_default(), ca_pem)
     };
     // A send that timed out with a state directory is not lost: say so.
     let queues = config.state_dir.is_some() && matches!(cli.command, Command::Send { .. });
@@ -274,8 +415,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send { text, .. } => Some(text.clone().into_bytes()),
         _ => None,
     };
+    // So is a rules file: a bad one fails before anything is sent.
+    let new_rules = match &cli.command {
+        Command::Rules {
+            action: RulesCommand::Set { file },
+        } => Some(read_rules(file)?),
+        _ => None,
+    };
     let client = Client::connect(config).await?;
-    let result = command(&client, cli.command, body).await;
+    let result = match new_rules {
+        Some(rules) => set_rules(&client, rules).await,
+        None => command(&client, cli.command, body).await,
+    };
     let result = result.map_err(|e| match e.downcast_ref::<ClientError>() {
         Some(e @ (ClientError::Timeout | ClientError::Closed { .. })) if queues => anyhow::anyhow!(
             "no receipt ({e}); the message stays queued in the state directory, and the \
@@ -302,6 +453,7 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
             tuple,
             card,
             hold,
+            for_presentity,
         } => {
             let basic = match status {
                 Status::Open => Basic::Open,
@@ -325,7 +477,10 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
                 tuples: vec![tuple],
                 card,
             };
-            client.publish(presence).await?;
+            match for_presentity {
+                Some(presentity) => client.publish_for(presentity, presence).await?,
+                None => client.publish(presence).await?,
+            }
             print_line(&serde_json::json!({ "ok": true }))?;
             if hold {
                 follow(client, None, |_| Ok(false)).await?;
@@ -347,17 +502,16 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
                 print_line(&json::unchanged(&presentity, version))
             }
         },
-        Command::Watchers { follow } => {
+        Command::Watchers { follow: following } => {
             print_line(&json::watchers(&client.watchers().await?))?;
-            if !follow {
+            if !following {
                 return Ok(());
             }
-            while let Some(event) = client.next_event().await {
-                if let Event::Watched { watcher } = event {
-                    print_line(&json::watched(&watcher))?;
-                }
-            }
-            Ok(())
+            follow(client, None, |event| match event {
+                Event::Watched { watcher } => print_line(&json::watched(&watcher)).map(|()| true),
+                other => show_access(&other),
+            })
+            .await
         }
         Command::Watch {
             presentities,
@@ -376,18 +530,27 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
                 print_line(&json::presence(doc, version)).map(|()| true)
             };
             for presentity in presentities {
-                let doc = client
-                    .subscribe(presentity.clone())
+                let outcome = client
+                    .subscribe_request(presentity.clone())
                     .await
                     .with_context(|| format!("subscribe {presentity}"))?;
-                show(&doc)?;
+                match outcome {
+                    SubscribeOutcome::Granted(doc) => {
+                        show(&doc)?;
+                    }
+                    SubscribeOutcome::Pending => {
+                        let presentity =
+                            Address::parse(&presentity).map_or(presentity, Address::into_string);
+                        print_line(&json::pending(&presentity))?;
+                    }
+                }
             }
             follow(client, count, |event| match event {
                 Event::Presence(doc) => show(&doc),
                 Event::SubscriptionEnded { presentity } => {
                     print_line(&json::gone(&presentity)).map(|()| true)
                 }
-                _ => Ok(false),
+                other => show_access(&other),
             })
             .await
         }
@@ -429,7 +592,100 @@ async fn command(client: &Client, command: Command, body: Option<Vec<u8>>) -> an
             })
             .await
         }
+        Command::Rules { action } => match Edit::of_rules(action)? {
+            Some(edit) => edit_rules(client, edit).await,
+            // `set` is handled before connecting; `show` is what is left.
+            None => print_line(&json::rules(&client.rules().await?)),
+        },
+        Command::Block { who, silent } => {
+            let action = if silent {
+                InboxAction::Discard
+            } else {
+                InboxAction::Refuse
+            };
+            edit_rules(client, Edit::of_inbox(action, who)).await
+        }
+        Command::Unblock { who } => {
+            edit_rules(client, Edit::of_inbox(InboxAction::Remove, who)).await
+        }
+        Command::InboxRule { action, who } => edit_rules(client, Edit::of_inbox(action, who)).await,
+        Command::Subscriptions { incoming } => {
+            let list = client.subscriptions(incoming).await?;
+            print_line(&json::subscriptions(incoming, &list))
+        }
+        Command::Decide { watcher, decision } => {
+            client.decide(watcher, decision.into()).await?;
+            print_line(&serde_json::json!({ "ok": true }))
+        }
+        Command::Cancel { watcher } => {
+            client.cancel(watcher).await?;
+            print_line(&serde_json::json!({ "ok": true }))
+        }
+        Command::Read { inbox, after, all } => {
+            let inbox = Address::parse(&inbox).map_or(inbox, Address::into_string);
+            let mut after = after;
+            loop {
+                let page = client.read_inbox(inbox.clone(), after).await?;
+                for item in &page.items {
+                    match &item.item {
+                        InboxItem::Message(m) => print_line(&json::message(item.seq, m))?,
+                        InboxItem::Receipt(r) => print_line(&json::late_receipt(item.seq, r))?,
+                    }
+                }
+                after = page.next_after(after);
+                print_line(&json::read(&inbox, page.items.len(), page.more, after))?;
+                if !(all && page.more && !page.items.is_empty()) {
+                    return Ok(());
+                }
+            }
+        }
     }
+}
+
+/// Prints the events about access: someone asks to watch you, or one of your
+/// subscriptions changed state. Says whether it printed.
+fn show_access(event: &Event) -> anyhow::Result<bool> {
+    match event {
+        Event::Asked { watcher } => print_line(&json::asked(watcher)).map(|()| true),
+        Event::SubscriptionChanged { target, state } => {
+            print_line(&json::subscription(target, *state)).map(|()| true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Reads the rules, makes one change, writes them back whole and prints them. (Another
+/// editor writing in between loses: the last write wins.)
+async fn edit_rules(client: &Client, edit: Edit) -> anyhow::Result<()> {
+    let mut rules = client.rules().await.context("read the rules")?;
+    edit.apply(&mut rules)?;
+    set_rules(client, rules).await
+}
+
+/// Replaces the rules and prints them.
+async fn set_rules(client: &Client, rules: Rules) -> anyhow::Result<()> {
+    client
+        .set_rules(rules.clone())
+        .await
+        .context("write the rules")?;
+    print_line(&json::rules(&rules))
+}
+
+/// Rules from a JSON file (`-`: standard input), as `tern rules show` prints them.
+fn read_rules(file: &std::path::Path) -> anyhow::Result<Rules> {
+    let text = if file == std::path::Path::new("-") {
+        let mut text = String::new();
+        io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the rules from standard input")?;
+        text
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let rules: Rules = serde_json::from_str(&text)
+        .with_context(|| format!("{} does not hold rules", file.display()))?;
+    tern_client::rules_edit::normalised(rules)
+        .with_context(|| format!("{} does not hold valid rules", file.display()))
 }
 
 /// The version of `doc` if the presence cache still holds exactly this document (it
@@ -715,6 +971,120 @@ mod tests {
             "away",
         ];
         assert!(parse(&both).is_err(), "asleep is the availability");
+    }
+
+    #[test]
+    fn parses_the_access_commands() {
+        // Anonymous: no token needed; --user names the domain.
+        let cli = Cli::try_parse_from([
+            "tern",
+            "--ca",
+            "ca.pem",
+            "--user",
+            "example.com",
+            "--anonymous",
+            "fetch",
+            "b@example.com",
+        ])
+        .unwrap();
+        assert!(cli.anonymous);
+        assert_eq!(cli.token, None);
+        let no_token = [
+            "tern",
+            "--ca",
+            "ca.pem",
+            "--user",
+            "a@example.com",
+            "listen",
+        ];
+        assert!(Cli::try_parse_from(no_token).is_err(), "a token is needed");
+
+        let cli = parse(&["publish", "--status", "open", "--for", "boss@example.com"]).unwrap();
+        let Command::Publish { for_presentity, .. } = cli.command else {
+            panic!("not publish");
+        };
+        assert_eq!(for_presentity.as_deref(), Some("boss@example.com"));
+        assert!(
+            parse(&[
+                "publish",
+                "--status",
+                "open",
+                "--for",
+                "b@example.com",
+                "--hold"
+            ])
+            .is_err()
+        );
+
+        let cli = parse(&["decide", "b@example.com", "polite"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Decide {
+                decision: DecisionArg::Polite,
+                ..
+            }
+        ));
+        assert!(parse(&["decide", "b@example.com", "maybe"]).is_err());
+        assert!(matches!(
+            parse(&["subscriptions", "--incoming"]).unwrap().command,
+            Command::Subscriptions { incoming: true }
+        ));
+        assert!(matches!(
+            parse(&["read", "boss@example.com", "--after", "17", "--all"])
+                .unwrap()
+                .command,
+            Command::Read {
+                after: 17,
+                all: true,
+                ..
+            }
+        ));
+        let cli = parse(&["block", "@spam.example", "--silent"]).unwrap();
+        let Command::Block { who, silent } = cli.command else {
+            panic!("not block");
+        };
+        assert_eq!(who, Who::Domain("spam.example".into()));
+        assert!(silent);
+        assert!(matches!(
+            parse(&["inbox-rule", "accept", "anonymous"])
+                .unwrap()
+                .command,
+            Command::InboxRule {
+                action: InboxAction::Accept,
+                who: Who::Anonymous
+            }
+        ));
+        assert!(parse(&["block", "nobody"]).is_err());
+        assert!(matches!(
+            parse(&["rules", "set", "-"]).unwrap().command,
+            Command::Rules {
+                action: RulesCommand::Set { .. }
+            }
+        ));
+        assert!(parse(&["rules", "allow", "b@example.com", "--days", "sat"]).is_err());
+        assert!(parse(&["rules", "delegate", "pa@example.com"]).is_err());
+    }
+
+    #[test]
+    fn rules_files_are_read_normalised_and_checked() {
+        let dir = std::env::temp_dir().join(format!("tern-cli-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.json");
+        let text = r#"{"type":"rules","presence":[{"who":{"User":"Bob@Example.com"},
+            "decision":"Deny","view":null,"when":null}],"inbox":[],"delegates":[]}"#;
+        std::fs::write(&good, text).unwrap();
+        let rules = read_rules(&good).unwrap();
+        assert_eq!(rules.presence[0].who, Who::User("bob@example.com".into()));
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, r#"{"presence":[{"who":"Nobody"}]}"#).unwrap();
+        assert!(read_rules(&bad).is_err());
+        let bad_when = dir.join("bad_when.json");
+        let text = r#"{"presence":[{"who":"Anyone","decision":"Allow","view":null,
+            "when":{"days":0,"from":0,"to":60,"offset":0}}],"inbox":[],"delegates":[]}"#;
+        std::fs::write(&bad_when, text).unwrap();
+        assert!(read_rules(&bad_when).is_err());
+        assert!(read_rules(&dir.join("missing.json")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

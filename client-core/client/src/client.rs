@@ -1,5 +1,5 @@
 //! The async API: [`Client`] and the values it hands out ([`Event`], [`ConnectionState`],
-//! [`SendOutcome`], [`SessionInfo`], [`FetchIf`]).
+//! [`SendOutcome`], [`SessionInfo`], [`FetchIf`], [`SubscribeOutcome`], [`InboxPage`]).
 //!
 //! Owns: argument checks and address normalisation before anything is sent, message ids,
 //! opening the state directory and the first connection, the application's side of the
@@ -17,7 +17,8 @@ use std::time::Duration;
 use tern_wire::addr::Address;
 use tern_wire::limits::DEFAULT_FRAME_MAX;
 use tern_wire::{
-    ClientMode, Incoming, LateReceipt, Message, Presence, PresenceDoc, ReceiptStatus, Version,
+    ClientMode, Decision, Incoming, Item, LateReceipt, Message, Presence, PresenceDoc,
+    ReceiptStatus, Rules, SubInfo, SubState, Version,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -58,6 +59,28 @@ pub enum Event {
         /// The subscriber, as the gateway authenticated it.
         watcher: String,
     },
+    /// A principal asks to watch this principal's presence: the rules say *ask* for it.
+    /// Answer with [`Client::decide`] (or change the rules); until then its request is
+    /// listed by `Client::subscriptions(true)` as `Pending`. Every session of the
+    /// principal is told.
+    Asked {
+        /// Who asks, as the gateway authenticated it (`anonymous@domain` for an
+        /// anonymous peer).
+        watcher: String,
+    },
+    /// One of this principal's subscriptions changed state:
+    /// * `Active`: a pending request ([`SubscribeOutcome::Pending`]) was granted; the
+    ///   presentity's presence follows as [`Event::Presence`] and enters the cache.
+    /// * `Denied`: a pending request was refused; it is gone.
+    /// * `Cancelled`: the presentity's principal ended the subscription; it left the
+    ///   presence cache (and, if it was cached, [`Event::SubscriptionEnded`] was
+    ///   reported for it too). Subscribing again is allowed, under its rules.
+    SubscriptionChanged {
+        /// The presentity.
+        target: String,
+        /// The new state.
+        state: SubState,
+    },
     /// An instant message (only with `ClientConfig::inbox`). It is acknowledged to the
     /// gateway when `next_event` is called again (or [`Client::acknowledge`]): handle it
     /// before asking for the next event.
@@ -91,6 +114,8 @@ impl Event {
             Self::Presence(_)
             | Self::SubscriptionEnded { .. }
             | Self::Watched { .. }
+            | Self::Asked { .. }
+            | Self::SubscriptionChanged { .. }
             | Self::Sent(_)
             | Self::Connection(_) => None,
         }
@@ -134,6 +159,36 @@ pub struct WatcherInfo {
     pub subscribers: Vec<String>,
     /// The principals that fetched it within the gateway's window, most recent first.
     pub fetchers: Vec<tern_wire::Fetcher>,
+}
+
+/// The answer to [`Client::subscribe_request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeOutcome {
+    /// Subscribed: the presentity's current presence (as its rules let this principal
+    /// see it), also in the presence cache; changes follow as [`Event::Presence`].
+    Granted(PresenceDoc),
+    /// The presentity's rules say *ask*: the request is recorded on the gateway and its
+    /// principal is asked. The decision comes as [`Event::SubscriptionChanged`]
+    /// (`Active`, followed by the presence; or `Denied`), in this session or a later one.
+    /// `Client::unsubscribe` withdraws the request.
+    Pending,
+}
+
+/// The answer to [`Client::read_inbox`]: a page of another principal's inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxPage {
+    /// The items, oldest first, each with its sequence number in the owner's inbox.
+    pub items: Vec<Item>,
+    /// More items are held after the last one: read again with its `seq` as `after`.
+    pub more: bool,
+}
+
+impl InboxPage {
+    /// The sequence number to read the next page after: the last item's, or `after`
+    /// when the page is empty.
+    pub fn next_after(&self, after: u64) -> u64 {
+        self.items.last().map_or(after, |item| item.seq)
+    }
 }
 
 /// The answer to [`Client::fetch_if`].
@@ -373,7 +428,8 @@ impl Client {
         }
     }
 
-    /// Fetches a presentity's presence once.
+    /// Fetches a presentity's presence once. Fails with [`ClientError::Refused`] when
+    /// the presentity's rules deny it, or say *ask* (a fetch is never pending).
     pub async fn fetch(&self, presentity: String) -> Result<PresenceDoc, ClientError> {
         let target = normalise(&presentity)?;
         match self.request(Op::Fetch(target)).await? {
@@ -384,7 +440,8 @@ impl Client {
 
     /// Fetches a presentity's presence if its version is not `version` (which the caller
     /// got earlier from [`Self::fetch_if`] or [`Self::cached`]); 0 fetches it whatever it
-    /// is. Cheap to poll: an unchanged document costs a few bytes.
+    /// is. Cheap to poll: an unchanged document costs a few bytes. Refused like
+    /// [`Self::fetch`].
     pub async fn fetch_if(
         &self,
         presentity: String,
@@ -410,15 +467,135 @@ impl Client {
     /// Subscribes to a presentity and returns its current presence, which also goes into
     /// the presence cache; changes then arrive as [`Event::Presence`]. Subscriptions are
     /// kept by the gateway across sessions.
+    ///
+    /// The presentity's rules decide: when they deny it, this fails with
+    /// [`ClientError::Refused`]; when they say *ask*, the request is recorded and this
+    /// fails with [`ClientError::SubscriptionPending`] (not a failure of the request:
+    /// its outcome comes later as [`Event::SubscriptionChanged`]). An application that
+    /// expects pending subscriptions may prefer [`Self::subscribe_request`], which
+    /// returns them as a value. A politely blocked watcher cannot tell: it gets a
+    /// presentity that never published (version 0, empty document) and never changes.
     pub async fn subscribe(&self, presentity: String) -> Result<PresenceDoc, ClientError> {
         let target = normalise(&presentity)?;
+        match self.subscribe_request(target.clone()).await? {
+            SubscribeOutcome::Granted(doc) => Ok(doc),
+            SubscribeOutcome::Pending => {
+                Err(ClientError::SubscriptionPending { presentity: target })
+            }
+        }
+    }
+
+    /// Subscribes to a presentity, like [`Self::subscribe`], but returns a subscription
+    /// that waits for its principal's decision as [`SubscribeOutcome::Pending`] instead
+    /// of an error. Fails with [`ClientError::Refused`] when the presentity's rules deny
+    /// it, and [`ClientError::RateLimited`] over the gateway's subscription rate.
+    pub async fn subscribe_request(
+        &self,
+        presentity: String,
+    ) -> Result<SubscribeOutcome, ClientError> {
+        let target = normalise(&presentity)?;
         match self.request(Op::Subscribe(target)).await? {
-            Answer::Presence(doc) => Ok(doc),
+            Answer::Presence(doc) => Ok(SubscribeOutcome::Granted(doc)),
+            Answer::Pending => Ok(SubscribeOutcome::Pending),
             other => Err(unexpected(&other)),
         }
     }
 
-    /// Ends a subscription.
+    /// The principal's rules: who may watch its presence and what each watcher sees, who
+    /// may send to its inbox, and who acts for it. Edit them (see [`crate::rules_edit`])
+    /// and write them back whole with [`Self::set_rules`].
+    pub async fn rules(&self) -> Result<Rules, ClientError> {
+        match self.request(Op::GetRules).await? {
+            Answer::Rules(rules) => Ok(rules),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Replaces the principal's rules as a whole. They apply at once to existing
+    /// subscriptions: a watcher now denied is cancelled (and told), a pending request now
+    /// allowed or denied is decided, every watcher gets its new view.
+    ///
+    /// Names are normalised and the rules checked first ([`crate::rules_edit::check`]):
+    /// `InvalidArgument` when they are over the gateway's limits or hold a bad address,
+    /// domain or time; nothing is sent then. Concurrent editors: the last write wins, so
+    /// read, change and write back promptly.
+    pub async fn set_rules(&self, rules: Rules) -> Result<(), ClientError> {
+        let rules = crate::rules_edit::normalised(rules)
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        match self.request(Op::SetRules(rules)).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Decides about one watcher, typically after [`Event::Asked`]: the gateway puts a
+    /// presence rule for exactly that principal first among the rules (replacing an
+    /// earlier one for it, without view or time) and applies the rules, so a pending
+    /// request is granted ([`Decision::Allow`], [`Decision::Polite`]) or refused
+    /// ([`Decision::Deny`]), and an active subscription now denied is cancelled.
+    pub async fn decide(&self, watcher: String, decision: Decision) -> Result<(), ClientError> {
+        let watcher = normalise(&watcher)?;
+        match self.request(Op::Decide(watcher, decision)).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Ends a watcher's subscription (or pending request) to this principal's presence
+    /// (RFC 2779 5.1.16). Succeeds whether or not there was one. The watcher is told,
+    /// unless it is politely blocked (then its subscription is left in place: removing
+    /// it would tell). It may subscribe again under the rules: to keep it out, deny it
+    /// ([`Self::decide`]).
+    pub async fn cancel(&self, watcher: String) -> Result<(), ClientError> {
+        let watcher = normalise(&watcher)?;
+        match self.request(Op::Cancel(watcher)).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Subscriptions and their states ([`SubState::Active`] or [`SubState::Pending`]),
+    /// in address order. `incoming` false: this principal's own subscriptions (one
+    /// politely blocked looks `Active`); true: the watchers of its presence and the
+    /// requests waiting for its decision (anonymous watchers as `anonymous@domain`).
+    pub async fn subscriptions(&self, incoming: bool) -> Result<Vec<SubInfo>, ClientError> {
+        match self.request(Op::Subscriptions(incoming)).await? {
+            Answer::Subscriptions(list) => Ok(list),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Replaces another principal's presence, as its delegate (RFC 2779 2.3.4): exactly
+    /// like that principal's own publication. Fails with [`ClientError::Refused`] unless
+    /// its rules name this principal a delegate with `Delegate::PUBLISH`, and `Failed`
+    /// (`unknown_user`) for a presentity that does not exist. Not kept for restoring
+    /// after a reconnect: the presence is the other principal's.
+    pub async fn publish_for(
+        &self,
+        presentity: String,
+        presence: Presence,
+    ) -> Result<(), ClientError> {
+        let presentity = normalise(&presentity)?;
+        match self.request(Op::PublishFor(presentity, presence)).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Reads another principal's inbox, as its delegate (RFC 2779 2.3.6): up to a page
+    /// (32) of the items held after sequence number `after` (0: from the start), oldest
+    /// first. Nothing is acknowledged: the owner's devices still get every item. Fails
+    /// with [`ClientError::Refused`] unless the owner's rules name this principal a
+    /// delegate with `Delegate::READ`.
+    pub async fn read_inbox(&self, inbox: String, after: u64) -> Result<InboxPage, ClientError> {
+        let inbox = normalise(&inbox)?;
+        match self.request(Op::Read(inbox, after)).await? {
+            Answer::Items(page) => Ok(page),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Ends a subscription, or withdraws a pending request.
     pub async fn unsubscribe(&self, presentity: String) -> Result<(), ClientError> {
         let target = normalise(&presentity)?;
         match self.request(Op::Unsubscribe(target)).await? {
@@ -659,6 +836,42 @@ mod tests {
             normalise("bob"),
             Err(ClientError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn an_inbox_page_says_where_the_next_one_starts() {
+        use tern_wire::{InboxItem, LateReceipt};
+        let receipt = |seq| Item {
+            seq,
+            item: InboxItem::Receipt(LateReceipt {
+                id: vec![1; 16],
+                to: "bob@example.com".into(),
+                status: ReceiptStatus::Stored,
+            }),
+        };
+        let page = InboxPage {
+            items: vec![receipt(3), receipt(7)],
+            more: true,
+        };
+        assert_eq!(page.next_after(0), 7);
+        let empty = InboxPage {
+            items: vec![],
+            more: false,
+        };
+        assert_eq!(empty.next_after(7), 7);
+    }
+
+    #[test]
+    fn access_events_are_not_inbox_items() {
+        let asked = Event::Asked {
+            watcher: "bob@example.com".into(),
+        };
+        let changed = Event::SubscriptionChanged {
+            target: "bob@example.com".into(),
+            state: SubState::Cancelled,
+        };
+        assert_eq!(asked.inbox_seq(), None);
+        assert_eq!(changed.inbox_seq(), None);
     }
 
     #[test]

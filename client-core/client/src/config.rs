@@ -19,7 +19,7 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
 use tern_wire::ClientMode;
-use tern_wire::addr::Address;
+use tern_wire::addr::{Address, normalise_domain};
 
 use crate::error::ClientError;
 
@@ -81,9 +81,35 @@ pub struct ClientConfig {
     /// they wait until the device sends something). Change it with
     /// [`crate::Client::set_mode`].
     pub mode: ClientMode,
+    /// Open the session anonymously, as `anonymous@<domain>` with no token, where the
+    /// domain is `user`'s (`user` may also be the bare domain). The gateway accepts it
+    /// only for a domain whose operator allows anonymous peers (else `Rejected`,
+    /// `unauthorized`). An anonymous session may fetch, subscribe (its subscriptions end
+    /// with the session: after a reconnect they are gone, reported as
+    /// `Event::SubscriptionEnded`, and must be made again), list its own subscriptions
+    /// and send messages (which arrive `from` `anonymous@<domain>`); anything else fails
+    /// with `ClientError::Refused`. It has no inbox and keeps no state: `token` is not
+    /// sent, `inbox` is treated as false, and a `state_dir` is refused.
+    /// [`ClientConfig::anonymous()`] builds such a configuration.
+    pub anonymous: bool,
 }
 
 impl ClientConfig {
+    /// An anonymous configuration for a peer of `domain` (no token, no inbox), with the
+    /// default timings and reconnection on; see the `anonymous` field.
+    pub fn anonymous(gateway: String, domain: String, ca_pem: Vec<u8>) -> Self {
+        Self {
+            anonymous: true,
+            inbox: false,
+            ..Self::new(
+                gateway,
+                format!("{ANONYMOUS}@{domain}"),
+                String::new(),
+                ca_pem,
+            )
+        }
+    }
+
     /// A configuration with the default timings and reconnection on.
     pub fn new(gateway: String, user: String, token: String, ca_pem: Vec<u8>) -> Self {
         Self {
@@ -99,14 +125,23 @@ impl ClientConfig {
             inbox: true,
             state_dir: None,
             mode: ClientMode::ACTIVE,
+            anonymous: false,
         }
     }
 
     /// Validates the configuration and builds the QUIC client configuration.
     pub(crate) fn prepare(self) -> Result<Target, ClientError> {
-        let user = Address::parse(&self.user)
-            .map_err(|e| invalid(format!("user {:?}: {e}", self.user)))?;
-        if self.token.is_empty() {
+        let user = if self.anonymous {
+            anonymous_user(&self.user)?
+        } else {
+            Address::parse(&self.user).map_err(|e| invalid(format!("user {:?}: {e}", self.user)))?
+        };
+        if self.anonymous && self.state_dir.is_some() {
+            return Err(invalid(
+                "an anonymous session keeps no state: no state directory".into(),
+            ));
+        }
+        if !self.anonymous && self.token.is_empty() {
             return Err(invalid("the token is empty".into()));
         }
         check_gateway(&self.gateway)?;
@@ -133,10 +168,15 @@ impl ClientConfig {
             server_name,
             quic,
             user: user.into_string(),
-            token: self.token,
+            // An anonymous peer authenticates with an empty token, and takes no inbox.
+            token: if self.anonymous {
+                String::new()
+            } else {
+                self.token
+            },
             request_timeout: self.request_timeout,
             reconnect: self.reconnect,
-            inbox: self.inbox,
+            inbox: self.inbox && !self.anonymous,
             keepalive: self.keepalive,
             state_dir: self.state_dir,
             mode: self.mode,
@@ -187,6 +227,7 @@ impl fmt::Debug for ClientConfig {
             .field("inbox", &self.inbox)
             .field("state_dir", &self.state_dir)
             .field("mode", &self.mode)
+            .field("anonymous", &self.anonymous)
             .finish()
     }
 }
@@ -208,6 +249,21 @@ pub(crate) struct Target {
     pub(crate) keepalive: Duration,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) mode: ClientMode,
+}
+
+/// The local part of an anonymous peer's address (the gateway never provisions it).
+pub(crate) const ANONYMOUS: &str = "anonymous";
+
+/// `anonymous@<domain>`, the domain taken from an address or given bare.
+fn anonymous_user(user: &str) -> Result<Address, ClientError> {
+    let domain = match user.rsplit_once('@') {
+        Some((_, domain)) => domain,
+        None => user,
+    };
+    let domain = normalise_domain(domain)
+        .map_err(|e| invalid(format!("anonymous user's domain {domain:?}: {e}")))?;
+    Address::parse(&format!("{ANONYMOUS}@{domain}"))
+        .map_err(|e| invalid(format!("anonymous user of {domain:?}: {e}")))
 }
 
 fn invalid(why: String) -> ClientError {
@@ -354,6 +410,62 @@ mod tests {
             }
         );
         assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+
+    #[test]
+    fn anonymous_sessions_have_no_token_no_inbox_and_no_state() {
+        let pem = || {
+            let cert = rcgen::generate_simple_self_signed(vec!["example.com".into()]).unwrap();
+            cert.cert.pem().into_bytes()
+        };
+        let anonymous =
+            ClientConfig::anonymous("127.0.0.1:4433".into(), "Example.COM".into(), pem());
+        assert!(anonymous.anonymous && !anonymous.inbox);
+        let target = anonymous.prepare().unwrap();
+        assert_eq!(target.user, "anonymous@example.com");
+        assert_eq!(target.server_name, "example.com");
+        assert!(target.token.is_empty());
+        assert!(!target.inbox);
+
+        // The flag on an ordinary configuration: its user's domain, its token unsent,
+        // no inbox whatever `inbox` says.
+        let target = ClientConfig {
+            anonymous: true,
+            ..config()
+        }
+        .prepare()
+        .unwrap();
+        assert_eq!(target.user, "anonymous@example.com");
+        assert!(target.token.is_empty(), "the token is not sent");
+        assert!(!target.inbox);
+        // A bare domain will do.
+        let target = ClientConfig {
+            anonymous: true,
+            user: "example.org".into(),
+            token: String::new(),
+            ..config()
+        }
+        .prepare()
+        .unwrap();
+        assert_eq!(target.user, "anonymous@example.org");
+
+        for bad in [
+            ClientConfig {
+                anonymous: true,
+                state_dir: Some("/tmp/tern-anonymous".into()),
+                ..config()
+            },
+            ClientConfig {
+                anonymous: true,
+                user: "bob@not a domain".into(),
+                ..config()
+            },
+        ] {
+            assert!(
+                matches!(bad.prepare(), Err(ClientError::InvalidArgument(_))),
+                "refused"
+            );
+        }
     }
 
     #[test]

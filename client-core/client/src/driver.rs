@@ -49,11 +49,13 @@ use std::time::{Duration, Instant};
 
 use tern_wire::frame::ReqId;
 use tern_wire::limits::DEFAULT_FRAME_MAX;
-use tern_wire::{ClientMode, ErrorCode, Message, Presence, PresenceDoc, ReceiptStatus, Version};
+use tern_wire::{
+    ClientMode, ErrorCode, Message, Presence, PresenceDoc, ReceiptStatus, Rules, SubInfo, Version,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backoff::Backoff;
-use crate::client::{ConnectionState, Event, SendOutcome, SessionInfo, WatcherInfo};
+use crate::client::{ConnectionState, Event, InboxPage, SendOutcome, SessionInfo, WatcherInfo};
 use crate::config::Target;
 use crate::error::ClientError;
 use crate::link::{Link, Op, Opening, sleep_until};
@@ -91,6 +93,11 @@ pub(crate) enum Answer {
     Unchanged,
     Versioned(Version, PresenceDoc),
     Watchers(WatcherInfo),
+    /// A subscription waits for the presentity's principal to decide.
+    Pending,
+    Rules(Rules),
+    Subscriptions(Vec<SubInfo>),
+    Items(InboxPage),
 }
 
 /// Who waits for the answer to a request.
@@ -425,6 +432,7 @@ impl Driver {
             let status = match result {
                 Ok(status) => status,
                 Err(ClientError::Failed { code, .. }) => ReceiptStatus::Failed(ErrorCode(code)),
+                Err(ClientError::Refused { .. }) => ReceiptStatus::Failed(ErrorCode::REFUSED),
                 Err(_) => ReceiptStatus::Failed(ErrorCode::TOO_LARGE),
             };
             let outcome = SendOutcome {
@@ -475,6 +483,10 @@ impl Driver {
                 },
                 SessionEvent::Notify(doc) => self.emit(Event::Presence(doc)),
                 SessionEvent::Watched(watcher) => self.emit(Event::Watched { watcher }),
+                SessionEvent::Asked(watcher) => self.emit(Event::Asked { watcher }),
+                SessionEvent::Subscription { target, state } => {
+                    self.emit(Event::SubscriptionChanged { target, state });
+                }
                 SessionEvent::PresenceChanged(entry) => self.emit(Event::Presence(entry.doc)),
                 SessionEvent::SubscriptionEnded(entry) => {
                     let presentity = entry.doc.presentity;
@@ -494,9 +506,7 @@ impl Driver {
     fn message_answered(&mut self, id: &[u8], reply: Reply) {
         match reply {
             Reply::Receipt(status) => self.settle(id, Ok(status)),
-            Reply::Failed { code, text } => {
-                self.settle(id, Err(ClientError::Failed { code: code.0, text }));
-            }
+            Reply::Failed { code, text } => self.settle(id, Err(failed(code, text))),
             // Refused for now: the caller hears why and when to send it again.
             Reply::Limited { retry_after } => {
                 self.settle(id, Err(ClientError::RateLimited { retry_after }));
@@ -508,7 +518,11 @@ impl Driver {
             | Reply::Presence(_)
             | Reply::Unchanged
             | Reply::Versioned { .. }
-            | Reply::Watchers { .. } => {
+            | Reply::Watchers { .. }
+            | Reply::Pending
+            | Reply::Rules(_)
+            | Reply::Subscriptions(_)
+            | Reply::Items { .. } => {
                 self.outbox.unanswered(id);
             }
         }
@@ -697,11 +711,93 @@ fn answer(reply: Reply) -> Result<Answer, ClientError> {
             subscribers,
             fetchers,
         })),
-        Reply::Failed { code, text } => Err(ClientError::Failed { code: code.0, text }),
+        Reply::Pending => Ok(Answer::Pending),
+        Reply::Rules(rules) => Ok(Answer::Rules(rules)),
+        Reply::Subscriptions(list) => Ok(Answer::Subscriptions(list)),
+        Reply::Items { items, more } => Ok(Answer::Items(InboxPage { items, more })),
+        Reply::Failed { code, text } => Err(failed(code, text)),
         Reply::Limited { retry_after } => Err(ClientError::RateLimited { retry_after }),
         Reply::TimedOut => Err(ClientError::Timeout),
         Reply::Lost => Err(ClientError::closed(
             "the session ended before the answer came",
         )),
+    }
+}
+
+/// A request the gateway refused: `refused` (the rules' verdict) has its own error.
+fn failed(code: ErrorCode, text: String) -> ClientError {
+    if code == ErrorCode::REFUSED {
+        ClientError::Refused { text }
+    } else {
+        ClientError::Failed { code: code.0, text }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_wire::frame::Item;
+    use tern_wire::{InboxItem, LateReceipt, SubState};
+
+    fn fail(code: ErrorCode) -> Reply {
+        Reply::Failed {
+            code,
+            text: "why".into(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_by_the_rules_has_its_own_error() {
+        let refused = answer(fail(ErrorCode::REFUSED));
+        assert!(
+            matches!(&refused, Err(ClientError::Refused { text }) if text == "why"),
+            "{refused:?}"
+        );
+        let unknown = answer(fail(ErrorCode::UNKNOWN_USER));
+        assert_eq!(
+            unknown.err(),
+            Some(ClientError::Failed {
+                code: ErrorCode::UNKNOWN_USER.0,
+                text: "why".into()
+            })
+        );
+        let retry_after = Duration::from_secs(2);
+        assert_eq!(
+            answer(Reply::Limited { retry_after }).err(),
+            Some(ClientError::RateLimited { retry_after })
+        );
+    }
+
+    #[test]
+    fn access_answers_become_their_values() {
+        assert!(matches!(answer(Reply::Pending), Ok(Answer::Pending)));
+        assert!(matches!(
+            answer(Reply::Rules(Rules::default())),
+            Ok(Answer::Rules(rules)) if rules == Rules::default()
+        ));
+        let list = vec![SubInfo {
+            who: "bob@example.com".into(),
+            state: SubState::Active,
+        }];
+        assert!(matches!(
+            answer(Reply::Subscriptions(list.clone())),
+            Ok(Answer::Subscriptions(got)) if got == list
+        ));
+        let items = vec![Item {
+            seq: 4,
+            item: InboxItem::Receipt(LateReceipt {
+                id: vec![1; 16],
+                to: "bob@example.com".into(),
+                status: ReceiptStatus::Delivered,
+            }),
+        }];
+        let page = InboxPage {
+            items: items.clone(),
+            more: false,
+        };
+        assert!(matches!(
+            answer(Reply::Items { items, more: false }),
+            Ok(Answer::Items(got)) if got == page
+        ));
     }
 }

@@ -46,6 +46,25 @@ pub enum ClientError {
         /// The gateway's explanation, for people.
         text: String,
     },
+    /// The rules refuse this request (the gateway's `refused`); nothing was changed.
+    /// Returned when a presentity's rules deny a fetch or subscription (or ask, for a
+    /// fetch), when a principal has not made this one its delegate (`publish_for`,
+    /// `read_inbox`), and for requests an anonymous session may not make.
+    #[error("refused: {text}")]
+    Refused {
+        /// The gateway's explanation, for people.
+        text: String,
+    },
+    /// The subscription was not granted yet: the presentity's rules say *ask*, so the
+    /// request is recorded and waits for its principal's decision. Not a failure: the
+    /// decision comes as `Event::SubscriptionChanged` (`Active`, then the presence as
+    /// `Event::Presence`; or `Denied`). Only [`crate::Client::subscribe`] returns this;
+    /// [`crate::Client::subscribe_request`] returns `SubscribeOutcome::Pending` instead.
+    #[error("the subscription to {presentity} waits for its principal's decision")]
+    SubscriptionPending {
+        /// The presentity, normalised.
+        presentity: String,
+    },
     /// The principal is over one of the gateway's rate limits; nothing was changed. The
     /// same request is accepted after `retry_after`.
     #[error("rate limited: retry after {} ms", retry_after.as_millis())]

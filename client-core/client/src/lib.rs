@@ -5,7 +5,8 @@
 //!   no quinn, no clock). It can be driven by any runtime, and by tests in virtual time.
 //! * The async API over tokio, quinn and rustls: [`Client::connect`] with a
 //!   [`ClientConfig`], requests (`publish`, `fetch`, `fetch_if`, `subscribe`,
-//!   `unsubscribe`, `send`), [`Client::next_event`] for pushes and connection changes,
+//!   `unsubscribe`, `send`, and the access requests below), [`Client::next_event`] for
+//!   pushes and connection changes,
 //!   reads of the presence cache ([`Client::presence`], [`Client::roster`]),
 //!   [`Client::set_mode`], and [`Client::close`].
 //!
@@ -41,6 +42,29 @@
 //!   change. [`Client::fetch_if`] polls one presentity for a few bytes when it did not
 //!   change.
 //!
+//! ## Access rules, privacy and delegation
+//! A principal's rules ([`Rules`], RFC 2779 2.3 and 5) say who may watch its presence and
+//! what each watcher sees (allow with a view, deny, ask, polite blocking; per user,
+//! domain, anonymous peers or anyone; optionally only at some times), who may send to its
+//! inbox (accept, refuse, discard in silence), and who acts for it (delegates). The
+//! gateway keeps and applies them whether or not the principal is connected.
+//! * [`Client::rules`] and [`Client::set_rules`] read and replace them whole; the
+//!   [`rules_edit`] module edits them (and parses what people type: `mon-fri`, `22:00`,
+//!   `@example.com`).
+//! * Someone asks to watch: [`Event::Asked`]; answer with [`Client::decide`]. End a
+//!   watcher's subscription with [`Client::cancel`]; list subscriptions either way with
+//!   [`Client::subscriptions`].
+//! * Subscribing to a presentity that asks: [`Client::subscribe_request`] returns
+//!   [`SubscribeOutcome::Pending`] ([`Client::subscribe`] fails with
+//!   [`ClientError::SubscriptionPending`]); the decision comes as
+//!   [`Event::SubscriptionChanged`], as does a cancellation by the presentity, which
+//!   drops it from the presence cache. A request the rules deny fails with
+//!   [`ClientError::Refused`].
+//! * A delegate publishes for another principal ([`Client::publish_for`]) or reads its
+//!   inbox ([`Client::read_inbox`]).
+//! * [`ClientConfig::anonymous()`] opens an anonymous session (`anonymous@domain`, no
+//!   token, no inbox, no state), where the gateway allows it.
+//!
 //! ## Delivery guarantee
 //! Inbox items (messages, late receipts) are shown **at least once**: an item is
 //! acknowledged to the gateway only after the application released it (by calling
@@ -58,8 +82,9 @@
 //! `link` (one QUIC connection: handshake with 0-RTT, migration, the byte pump),
 //! `driver` (the background task: commands, events, outbox, reconnects, when the
 //! presence cache is written), `outbox` (the waiting messages, pure), [`roster`] (the
-//! presence cache and how batches change it, pure), `state` (the state directory and its
-//! files), `backoff` (reconnect delays), `client` (the public handle), `error`
+//! presence cache and how batches change it, pure), [`rules_edit`] (editing rules and
+//! parsing their textual forms, pure), `state` (the state directory and its files),
+//! `backoff` (reconnect delays), `client` (the public handle), `error`
 //! ([`ClientError`]).
 //!
 //! ```no_run
@@ -100,19 +125,22 @@ mod error;
 mod link;
 mod outbox;
 pub mod roster;
+pub mod rules_edit;
 pub mod session;
 mod state;
 #[cfg(test)]
 mod testing;
 
 pub use client::{
-    Client, ConnectionState, Event, FetchIf, MESSAGE_ID_LEN, SendOutcome, SessionInfo, WatcherInfo,
-    ZeroRtt, new_message_id,
+    Client, ConnectionState, Event, FetchIf, InboxPage, MESSAGE_ID_LEN, SendOutcome, SessionInfo,
+    SubscribeOutcome, WatcherInfo, ZeroRtt, new_message_id,
 };
 pub use config::{ClientConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_REQUEST_TIMEOUT};
 pub use error::ClientError;
 pub use roster::CachedPresence;
 pub use tern_wire::{
-    Availability, Basic, CardField, CardKind, ClientMode, ErrorCode, Ext, Fetcher, Incoming,
-    LateReceipt, Message, Presence, PresenceDoc, ReceiptStatus, Slot, Tuple, Version,
+    Availability, Basic, CardField, CardKind, ClientMode, Decision, Delegate, Delivery, ErrorCode,
+    Ext, Fetcher, InboxItem, InboxRule, Incoming, Item, LateReceipt, Message, Presence,
+    PresenceDoc, PresenceRule, ReceiptStatus, Rules, Slot, SubInfo, SubState, Tuple, Version, View,
+    When, Who,
 };

@@ -30,7 +30,7 @@ use quinn::{
 use tern_wire::codec::{self, CodecError, FrameBuf};
 use tern_wire::frame::ReqId;
 use tern_wire::limits::FRAME_MAX;
-use tern_wire::{ClientMode, Down, ErrorCode, Message, Version};
+use tern_wire::{ClientMode, Decision, Down, ErrorCode, Message, Rules, Version};
 
 use crate::client::ZeroRtt;
 use crate::config::Target;
@@ -56,6 +56,13 @@ pub(crate) enum Op {
     Unsubscribe(String),
     Send(Message),
     Watchers,
+    GetRules,
+    SetRules(Rules),
+    Decide(String, Decision),
+    Cancel(String),
+    Subscriptions(bool),
+    PublishFor(String, tern_wire::Presence),
+    Read(String, u64),
 }
 
 /// What a new session opens with, besides the configuration.
@@ -306,6 +313,13 @@ impl Link {
             Op::Unsubscribe(target) => s.unsubscribe(now, target),
             Op::Send(msg) => s.send(now, msg),
             Op::Watchers => s.watchers(now),
+            Op::GetRules => s.get_rules(now),
+            Op::SetRules(rules) => s.set_rules(now, rules),
+            Op::Decide(watcher, decision) => s.decide(now, watcher, decision),
+            Op::Cancel(watcher) => s.cancel(now, watcher),
+            Op::Subscriptions(incoming) => s.subscriptions(now, incoming),
+            Op::PublishFor(presentity, presence) => s.publish_for(now, presentity, presence),
+            Op::Read(inbox, after) => s.read(now, inbox, after),
         }?;
         self.flush();
         Ok(req)

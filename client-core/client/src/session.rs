@@ -34,7 +34,8 @@
 //! [`Session::poll_transmit`] hands out only frames whose replay does no harm: `Open`,
 //! `Have` (it only reads), `Send` (the gateway accepts each message id once) and `Ack`
 //! (cumulative). The first other frame (`Publish`, `Fetch`, `FetchIf`, `Subscribe`,
-//! `Unsubscribe`, `Mode`, `Bye`) stops the queue there, so frames still leave in the
+//! `Unsubscribe`, `Mode`, `Bye`, and every request about rules, subscriptions and
+//! delegation) stops the queue there, so frames still leave in the
 //! order they were queued; `Applied` waits for the confirmation too. If the gateway rejects the
 //! early data, the stream is gone: the runtime starts a new session on a new stream.
 //!
@@ -78,17 +79,36 @@
 //!   [`Session::set_mode`] sends `Mode` (and is remembered for later `Have`s).
 //! * `Notify` and `Presence` from a gateway or session without synchronisation are still
 //!   surfaced ([`SessionEvent::Notify`], [`Reply::Presence`]).
+//!
+//! ## Access rules, pending subscriptions, delegation
+//! The principal's rules are read and replaced whole (`GetRules`, `SetRules`,
+//! [`Reply::Rules`]); [`Session::decide`] and [`Session::cancel`] act on one watcher;
+//! [`Session::subscriptions`] lists subscriptions either way; [`Session::publish_for`] and
+//! [`Session::read`] act for another principal that named this one its delegate.
+//! * A `Subscribe` whose presentity's rules say *ask* is answered `Pending`
+//!   ([`Reply::Pending`]): nothing enters the cache. Its outcome is pushed later as
+//!   `Subscription` ([`SessionEvent::Subscription`]): `Active` is followed by the
+//!   presence as for a new subscription (a batch whose `Full` change names the new
+//!   slot, which the cache takes as a slot it did not know), `Denied` ends the request.
+//! * `Subscription` `Cancelled` (the presentity's principal ended an active
+//!   subscription) drops the presentity from the cache at once; the gateway's `Gone`
+//!   change for its slot, before or after, is then a no-op. Whichever comes first
+//!   reports [`SessionEvent::SubscriptionEnded`], so it is reported once.
+//! * `Asked` (someone asks to watch this principal) is surfaced as
+//!   [`SessionEvent::Asked`].
+//! * A request the rules refuse is answered `Fail` with `refused`
+//!   ([`Reply::Failed`]); the runtime gives it its own error.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use tern_wire::codec;
-use tern_wire::frame::{Opened, ReqId, Welcome};
+use tern_wire::frame::{Item, Opened, ReqId, Welcome};
 use tern_wire::limits::MSG_ID_MAX;
 use tern_wire::{
-    Batch, ClientMode, Down, ErrorCode, Have, InboxItem, Incoming, LateReceipt, Message, Open,
-    Presence, PresenceDoc, ReceiptStatus, Up, VERSION, Version,
+    Batch, ClientMode, Decision, Down, ErrorCode, Have, InboxItem, Incoming, LateReceipt, Message,
+    Open, Presence, PresenceDoc, ReceiptStatus, Rules, SubInfo, SubState, Up, VERSION, Version,
 };
 
 use crate::roster::{self, CachedPresence, RosterChange, SharedRoster};
@@ -237,6 +257,21 @@ pub enum SessionEvent {
     SubscriptionEnded(CachedPresence),
     /// A principal subscribed to this principal's presentity just now.
     Watched(String),
+    /// A principal asks to subscribe to this principal's presentity (its rules say
+    /// *ask*); answer with [`Session::decide`].
+    Asked(String),
+    /// The state of one of this principal's subscriptions changed: a pending request was
+    /// granted (`Active`: its presence follows, as a batch naming the new slot) or
+    /// refused (`Denied`), or the presentity's principal ended it (`Cancelled`). On
+    /// `Denied` and `Cancelled` the presentity has already left the cache; when it was
+    /// cached, [`SessionEvent::SubscriptionEnded`] came just before this event (or comes
+    /// with the gateway's `Gone` change, if that came first).
+    Subscription {
+        /// The presentity.
+        target: String,
+        /// Its new state.
+        state: SubState,
+    },
     /// An instant message from the inbox. Take it, then [`Session::ack`] its `seq`.
     Message {
         /// Position in the principal's inbox log.
@@ -259,7 +294,8 @@ pub enum SessionEvent {
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// `Ok`: a `Publish` or `Unsubscribe` succeeded.
+    /// `Ok`: a `Publish`, `Unsubscribe`, `SetRules`, `Decide`, `Cancel` or `PublishFor`
+    /// succeeded.
     Done,
     /// The document answering a `Fetch` or `Subscribe` (`Subscribed` is cached first).
     Presence(PresenceDoc),
@@ -287,6 +323,21 @@ pub enum Reply {
         subscribers: Vec<String>,
         /// Recent fetchers, most recent first.
         fetchers: Vec<tern_wire::Fetcher>,
+    },
+    /// `Pending` to a `Subscribe`: the presentity's rules say *ask*; the request is
+    /// recorded and its outcome comes as [`SessionEvent::Subscription`].
+    Pending,
+    /// `Rules`: the principal's rules, answering a `GetRules`.
+    Rules(Rules),
+    /// `Subscriptions`: subscriptions and their states, in address order.
+    Subscriptions(Vec<SubInfo>),
+    /// `Items`: inbox items read as a delegate, oldest first; `more` says that more
+    /// follow the last one.
+    Items {
+        /// The items.
+        items: Vec<Item>,
+        /// Whether more items are held after these.
+        more: bool,
     },
     /// `Limited`: the principal is over a rate limit; nothing was changed; the same
     /// request is accepted after `retry_after`.
@@ -467,6 +518,13 @@ enum Kind {
     Send,
     FetchIf,
     Watchers,
+    GetRules,
+    SetRules,
+    Decide,
+    Cancel,
+    Subscriptions,
+    PublishFor,
+    Read,
 }
 
 struct Pending {
@@ -707,6 +765,8 @@ impl Session {
             (_, Down::Watched { watcher }) => {
                 self.events.push_back(SessionEvent::Watched(watcher));
             }
+            (_, Down::Asked { watcher }) => self.events.push_back(SessionEvent::Asked(watcher)),
+            (_, Down::Subscription { target, state }) => self.subscription(target, state),
             (_, Down::Batch(batch)) => self.batch(batch, false),
             (_, Down::Deliver { seq, item }) => self.deliver(seq, item),
             (_, answer) => self.answer(answer),
@@ -868,6 +928,66 @@ impl Session {
     /// changes in batches.
     pub fn subscribe(&mut self, now: Instant, target: String) -> Result<ReqId, CommandError> {
         self.request(now, Kind::Subscribe, |req| Up::Subscribe { req, target })
+    }
+
+    /// Asks for the principal's rules: [`Reply::Rules`].
+    pub fn get_rules(&mut self, now: Instant) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::GetRules, |req| Up::GetRules { req })
+    }
+
+    /// Replaces the principal's rules as a whole: [`Reply::Done`].
+    pub fn set_rules(&mut self, now: Instant, rules: Rules) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::SetRules, |req| Up::SetRules { req, rules })
+    }
+
+    /// Decides about one watcher (typically one that asked): the gateway puts a rule for
+    /// exactly that principal first and applies the rules. [`Reply::Done`].
+    pub fn decide(
+        &mut self,
+        now: Instant,
+        watcher: String,
+        decision: Decision,
+    ) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::Decide, |req| Up::Decide {
+            req,
+            watcher,
+            decision,
+        })
+    }
+
+    /// Ends a watcher's subscription (or pending request) to the principal's
+    /// presentity: [`Reply::Done`], whether or not there was one.
+    pub fn cancel(&mut self, now: Instant, watcher: String) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::Cancel, |req| Up::Cancel { req, watcher })
+    }
+
+    /// Lists subscriptions and their states: the principal's own (`incoming` false) or
+    /// those to its presentity (`incoming` true). [`Reply::Subscriptions`].
+    pub fn subscriptions(&mut self, now: Instant, incoming: bool) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::Subscriptions, |req| Up::Subscriptions {
+            req,
+            incoming,
+        })
+    }
+
+    /// Replaces another principal's presence, as its delegate: [`Reply::Done`].
+    pub fn publish_for(
+        &mut self,
+        now: Instant,
+        presentity: String,
+        presence: Presence,
+    ) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::PublishFor, |req| Up::PublishFor {
+            req,
+            presentity,
+            presence,
+        })
+    }
+
+    /// Reads another principal's inbox, as its delegate: the items after sequence
+    /// number `after`, not acknowledged. [`Reply::Items`].
+    pub fn read(&mut self, now: Instant, inbox: String, after: u64) -> Result<ReqId, CommandError> {
+        self.request(now, Kind::Read, |req| Up::Read { req, inbox, after })
     }
 
     /// Ends a subscription; once the gateway agrees, the presentity leaves the cache.
@@ -1045,7 +1165,10 @@ impl Session {
             (_, Down::Limited { retry_after, .. }) => Reply::Limited {
                 retry_after: Duration::from_millis(u64::from(retry_after)),
             },
-            (Kind::Publish, Down::Ok { .. }) => Reply::Done,
+            (
+                Kind::Publish | Kind::SetRules | Kind::Decide | Kind::Cancel | Kind::PublishFor,
+                Down::Ok { .. },
+            ) => Reply::Done,
             (Kind::Unsubscribe, Down::Ok { .. }) => {
                 if let Some(target) = &pending.target {
                     roster::lock(&self.sync.roster).unsubscribed(target);
@@ -1062,6 +1185,7 @@ impl Session {
                 roster::lock(&self.sync.roster).subscribed(slot, version, doc.clone());
                 Reply::Presence(doc)
             }
+            (Kind::Subscribe, Down::Pending { .. }) => Reply::Pending,
             (Kind::FetchIf, Down::Ok { .. }) => Reply::Unchanged,
             (Kind::FetchIf, Down::Versioned { version, doc, .. }) => {
                 Reply::Versioned { version, doc }
@@ -1078,6 +1202,9 @@ impl Session {
                 subscribers,
                 fetchers,
             },
+            (Kind::GetRules, Down::Rules { rules, .. }) => Reply::Rules(rules),
+            (Kind::Subscriptions, Down::Subscriptions { list, .. }) => Reply::Subscriptions(list),
+            (Kind::Read, Down::Items { items, more, .. }) => Reply::Items { items, more },
             (kind, other) => {
                 // The request is answered, wrongly: it is failed with the rest below.
                 self.pending.insert(req, pending);
@@ -1086,6 +1213,22 @@ impl Session {
             }
         };
         self.events.push_back(SessionEvent::Reply { req, reply });
+    }
+
+    /// One of the principal's subscriptions changed state. A refused or cancelled one
+    /// leaves the cache at once (the gateway's `Gone` change for its slot, if it follows,
+    /// then finds nothing); a granted one enters it with the batch that follows.
+    fn subscription(&mut self, target: String, state: SubState) {
+        tracing::debug!(%target, ?state, "subscription changed");
+        if matches!(state, SubState::Denied | SubState::Cancelled) {
+            let ended = roster::lock(&self.sync.roster).unsubscribed(&target);
+            if let Some(entry) = ended {
+                self.events
+                    .push_back(SessionEvent::SubscriptionEnded(entry));
+            }
+        }
+        self.events
+            .push_back(SessionEvent::Subscription { target, state });
     }
 
     fn deliver(&mut self, seq: u64, item: InboxItem) {
@@ -1276,6 +1419,12 @@ pub fn down_name(frame: &Down) -> &'static str {
         Down::Limited { .. } => "Limited",
         Down::Watchers { .. } => "Watchers",
         Down::Watched { .. } => "Watched",
+        Down::Pending { .. } => "Pending",
+        Down::Asked { .. } => "Asked",
+        Down::Rules { .. } => "Rules",
+        Down::Subscriptions { .. } => "Subscriptions",
+        Down::Subscription { .. } => "Subscription",
+        Down::Items { .. } => "Items",
     }
 }
 
@@ -1296,6 +1445,15 @@ pub fn up_name(frame: &Up) -> &'static str {
         Up::Applied { .. } => "Applied",
         Up::FetchIf { .. } => "FetchIf",
         Up::Watchers { .. } => "Watchers",
+        Up::GetRules { .. } => "GetRules",
+        Up::SetRules { .. } => "SetRules",
+        Up::Decide { .. } => "Decide",
+        Up::Cancel { .. } => "Cancel",
+        Up::Subscriptions { .. } => "Subscriptions",
+        Up::PublishFor { .. } => "PublishFor",
+        Up::Read { .. } => "Read",
+        Up::Operate(_) => "Operate",
+        Up::Admin { .. } => "Admin",
     }
 }
 
@@ -2915,5 +3073,406 @@ mod tests {
                 assert!(roster.get(&e.doc.presentity).is_some(), "{e:?}");
             }
         }
+    }
+
+    // ----- access rules, pending subscriptions, delegation -----
+
+    const DAVE: &str = "dave@example.com";
+
+    fn some_rules() -> Rules {
+        use tern_wire::{Delegate, Delivery, InboxRule, PresenceRule, Who};
+        Rules {
+            presence: vec![PresenceRule {
+                who: Who::Domain("example.net".into()),
+                decision: Decision::Ask,
+                view: None,
+                when: None,
+            }],
+            inbox: vec![InboxRule {
+                who: Who::Anonymous,
+                delivery: Delivery::Discard,
+            }],
+            delegates: vec![Delegate {
+                who: CAROL.into(),
+                rights: Delegate::READ,
+            }],
+        }
+    }
+
+    /// The cached state a `full(..)` change leaves (changed 10 s before the batch).
+    fn from_full(slot: u32, version: u64, name: &str, note: &str) -> CachedPresence {
+        let mut e = entry(slot, version, name, note);
+        e.doc.updated = (TIME - 10) * 1000;
+        e
+    }
+
+    fn reply_to(s: &mut Session, req: ReqId) -> Reply {
+        let evs = events(s);
+        match evs.as_slice() {
+            [SessionEvent::Reply { req: r, reply }] if *r == req => reply.clone(),
+            other => panic!("expected one reply to {req}: {other:?}"),
+        }
+    }
+
+    fn refused(req: ReqId) -> Down {
+        Down::Fail {
+            req,
+            code: ErrorCode::REFUSED,
+            text: "the rules refuse it".into(),
+        }
+    }
+
+    #[test]
+    fn access_requests_encode_their_frames_and_take_their_answers() {
+        let now = Instant::now();
+        let mut s = open(now);
+        let item = Item {
+            seq: 9,
+            item: incoming(9),
+        };
+        let presence = noted("out");
+        let subs = vec![SubInfo {
+            who: BOB.into(),
+            state: SubState::Pending,
+        }];
+
+        let get = s.get_rules(now).unwrap();
+        let set = s.set_rules(now, some_rules()).unwrap();
+        let decide = s.decide(now, BOB.into(), Decision::Polite).unwrap();
+        let cancel = s.cancel(now, CAROL.into()).unwrap();
+        let list = s.subscriptions(now, true).unwrap();
+        let publish = s.publish_for(now, DAVE.into(), presence.clone()).unwrap();
+        let read = s.read(now, DAVE.into(), 8).unwrap();
+        assert_eq!(
+            transmit(&mut s),
+            vec![
+                Up::GetRules { req: get },
+                Up::SetRules {
+                    req: set,
+                    rules: some_rules()
+                },
+                Up::Decide {
+                    req: decide,
+                    watcher: BOB.into(),
+                    decision: Decision::Polite
+                },
+                Up::Cancel {
+                    req: cancel,
+                    watcher: CAROL.into()
+                },
+                Up::Subscriptions {
+                    req: list,
+                    incoming: true
+                },
+                Up::PublishFor {
+                    req: publish,
+                    presentity: DAVE.into(),
+                    presence
+                },
+                Up::Read {
+                    req: read,
+                    inbox: DAVE.into(),
+                    after: 8
+                },
+            ]
+        );
+
+        s.handle_frame(
+            now,
+            Down::Rules {
+                req: get,
+                rules: some_rules(),
+            },
+        );
+        assert_eq!(reply_to(&mut s, get), Reply::Rules(some_rules()));
+        for req in [set, decide, cancel, publish] {
+            s.handle_frame(now, Down::Ok { req });
+            assert_eq!(reply_to(&mut s, req), Reply::Done);
+        }
+        let answer = Down::Subscriptions {
+            req: list,
+            list: subs.clone(),
+        };
+        s.handle_frame(now, answer);
+        assert_eq!(reply_to(&mut s, list), Reply::Subscriptions(subs));
+        let items = vec![item];
+        let answer = Down::Items {
+            req: read,
+            items: items.clone(),
+            more: true,
+        };
+        s.handle_frame(now, answer);
+        assert_eq!(reply_to(&mut s, read), Reply::Items { items, more: true });
+        assert_eq!(s.pending_requests(), 0);
+        assert!(s.is_open());
+        assert_eq!(held_of(&s), vec![], "nothing of this touches the cache");
+    }
+
+    #[test]
+    fn access_requests_may_be_refused_or_limited() {
+        let now = Instant::now();
+        let mut s = open(now);
+        let refusal = Reply::Failed {
+            code: ErrorCode::REFUSED,
+            text: "the rules refuse it".into(),
+        };
+        let requests: Vec<ReqId> = vec![
+            s.get_rules(now).unwrap(),
+            s.set_rules(now, Rules::default()).unwrap(),
+            s.decide(now, BOB.into(), Decision::Allow).unwrap(),
+            s.cancel(now, BOB.into()).unwrap(),
+            s.subscriptions(now, false).unwrap(),
+            s.publish_for(now, DAVE.into(), Presence::default())
+                .unwrap(),
+            s.read(now, DAVE.into(), 0).unwrap(),
+            s.subscribe(now, DAVE.into()).unwrap(),
+            s.fetch(now, DAVE.into()).unwrap(),
+        ];
+        transmit(&mut s);
+        for &req in &requests {
+            s.handle_frame(now, refused(req));
+            assert_eq!(reply_to(&mut s, req), refusal);
+        }
+        let req = s.subscribe(now, DAVE.into()).unwrap();
+        s.handle_frame(
+            now,
+            Down::Limited {
+                req,
+                retry_after: 1500,
+            },
+        );
+        let retry_after = Duration::from_millis(1500);
+        assert_eq!(reply_to(&mut s, req), Reply::Limited { retry_after });
+        assert_eq!(held_of(&s), vec![], "a refused subscription is not cached");
+        assert!(s.is_open());
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_kind_to_an_access_request_breaks_the_protocol() {
+        let now = Instant::now();
+        for (ask, answer) in [
+            (
+                Session::decide as fn(&mut Session, Instant, String, Decision) -> _,
+                Down::Rules {
+                    req: 2,
+                    rules: Rules::default(),
+                },
+            ),
+            (
+                |s: &mut Session, now, _: String, _| s.get_rules(now),
+                Down::Ok { req: 2 },
+            ),
+            (
+                |s: &mut Session, now, who: String, _| s.fetch(now, who),
+                Down::Pending { req: 2 },
+            ),
+            (
+                |s: &mut Session, now, who: String, _| s.read(now, who, 0),
+                Down::Subscriptions {
+                    req: 2,
+                    list: vec![],
+                },
+            ),
+        ] {
+            let mut s = open(now);
+            assert_eq!(ask(&mut s, now, BOB.into(), Decision::Deny), Ok(2));
+            s.handle_frame(now, answer);
+            assert!(
+                matches!(s.close_reason(), Some(CloseReason::Protocol { .. })),
+                "{:?}",
+                s.close_reason()
+            );
+        }
+    }
+
+    #[test]
+    fn access_requests_wait_for_the_handshake() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            now,
+            SessionConfig {
+                early_data: true,
+                ..config()
+            },
+        );
+        transmit(&mut s);
+        s.handle_frame(now, Down::Opened(opened(false)));
+        events(&mut s);
+        s.decide(now, BOB.into(), Decision::Allow).unwrap();
+        s.send(now, message(1)).unwrap();
+        assert!(transmit(&mut s).is_empty(), "Decide holds the queue");
+        s.handle_confirmed(now);
+        let names: Vec<&str> = transmit(&mut s).iter().map(up_name).collect();
+        assert_eq!(names, vec!["Decide", "Send"]);
+        for frame in [
+            Up::GetRules { req: 1 },
+            Up::SetRules {
+                req: 1,
+                rules: Rules::default(),
+            },
+            Up::Cancel {
+                req: 1,
+                watcher: BOB.into(),
+            },
+            Up::Subscriptions {
+                req: 1,
+                incoming: false,
+            },
+            Up::Read {
+                req: 1,
+                inbox: BOB.into(),
+                after: 0,
+            },
+            Up::PublishFor {
+                req: 1,
+                presentity: BOB.into(),
+                presence: Presence::default(),
+            },
+        ] {
+            assert!(!is_replay_safe(&frame), "{frame:?}");
+        }
+    }
+
+    #[test]
+    fn a_pending_subscription_is_answered_pending_and_granted_later() {
+        let now = Instant::now();
+        let mut s = synced_with_bob_and_carol(now);
+        let req = s.subscribe(now, DAVE.into()).unwrap();
+        transmit(&mut s);
+        s.handle_frame(now, Down::Pending { req });
+        assert_eq!(reply_to(&mut s, req), Reply::Pending);
+        assert_eq!(held_of(&s), vec![(1, 3), (2, 1)], "nothing cached yet");
+
+        // Dave allows it: the state change, then his presence as a new slot the client
+        // did not know, named in its `Full` change.
+        let active = Down::Subscription {
+            target: DAVE.into(),
+            state: SubState::Active,
+        };
+        s.handle_frame(now, active);
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Subscription {
+                target: DAVE.into(),
+                state: SubState::Active
+            }]
+        );
+        let b = sealed(3, vec![full(9, 4, Some(DAVE), "d")], &[(9, DAVE, 4, "d")]);
+        s.handle_frame(now, Down::Batch(b));
+        assert_eq!(changed(&mut s), vec!["dave@example.com@4"]);
+        assert_eq!(held_of(&s), vec![(1, 3), (2, 1), (9, 4)]);
+        let cached = roster::lock(s.roster()).get(DAVE).cloned();
+        assert_eq!(cached, Some(from_full(9, 4, DAVE, "d")));
+        // Later deltas apply to it.
+        let b = sealed(4, vec![delta(9, 5, 1, "d", "e")], &[(9, DAVE, 5, "e")]);
+        s.handle_frame(now, Down::Batch(b));
+        assert_eq!(changed(&mut s), vec!["dave@example.com@5"]);
+        assert!(!s.awaiting_sync());
+    }
+
+    #[test]
+    fn a_denied_request_is_reported_and_caches_nothing() {
+        let now = Instant::now();
+        let mut s = synced_with_bob_and_carol(now);
+        let req = s.subscribe(now, DAVE.into()).unwrap();
+        transmit(&mut s);
+        s.handle_frame(now, Down::Pending { req });
+        events(&mut s);
+        let denied = Down::Subscription {
+            target: DAVE.into(),
+            state: SubState::Denied,
+        };
+        s.handle_frame(now, denied);
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Subscription {
+                target: DAVE.into(),
+                state: SubState::Denied
+            }]
+        );
+        assert_eq!(held_of(&s), vec![(1, 3), (2, 1)]);
+    }
+
+    #[test]
+    fn a_cancelled_subscription_leaves_the_cache_once_whatever_comes_first() {
+        let cancelled = || Down::Subscription {
+            target: BOB.into(),
+            state: SubState::Cancelled,
+        };
+        let gone = |seq| sealed(seq, vec![Change::Gone { slot: 1 }], &[]);
+        let now = Instant::now();
+
+        // The state change first: the cache forgets Bob at once; the `Gone` that follows
+        // finds nothing and is no loss of track.
+        let mut s = synced_with_bob_and_carol(now);
+        s.handle_frame(now, cancelled());
+        assert_eq!(
+            events(&mut s),
+            vec![
+                SessionEvent::SubscriptionEnded(from_full(1, 3, BOB, "a")),
+                SessionEvent::Subscription {
+                    target: BOB.into(),
+                    state: SubState::Cancelled
+                },
+            ]
+        );
+        assert_eq!(held_of(&s), vec![(2, 1)]);
+        assert!(roster::lock(s.roster()).get(BOB).is_none());
+        s.handle_frame(now, Down::Batch(gone(3)));
+        assert!(events(&mut s).is_empty());
+        assert!(!s.awaiting_sync(), "no resynchronisation");
+        assert_eq!(held_of(&s), vec![(2, 1)]);
+
+        // The `Gone` first: it ends the subscription; the state change only says why.
+        let mut s = synced_with_bob_and_carol(now);
+        s.handle_frame(now, Down::Batch(gone(3)));
+        assert_eq!(changed(&mut s), vec!["-bob@example.com"]);
+        s.handle_frame(now, cancelled());
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Subscription {
+                target: BOB.into(),
+                state: SubState::Cancelled
+            }]
+        );
+        assert_eq!(held_of(&s), vec![(2, 1)]);
+    }
+
+    #[test]
+    fn someone_asking_to_watch_is_surfaced() {
+        let now = Instant::now();
+        let mut s = open(now);
+        s.handle_frame(
+            now,
+            Down::Asked {
+                watcher: "anonymous@example.net".into(),
+            },
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Asked("anonymous@example.net".into())]
+        );
+        assert!(s.is_open());
+    }
+
+    #[test]
+    fn an_anonymous_open_has_no_token_and_takes_no_inbox() {
+        let now = Instant::now();
+        let mut s = Session::new(
+            now,
+            SessionConfig {
+                user: "anonymous@example.com".into(),
+                token: String::new(),
+                inbox: false,
+                ..config()
+            },
+        );
+        let Some(Up::Open(open)) = s.poll_transmit() else {
+            panic!("Open first");
+        };
+        assert_eq!(open.user, "anonymous@example.com");
+        assert!(open.token.is_empty());
+        assert_eq!(open.flags, Open::SYNC);
+        assert_eq!(open.inbox_seen, 0);
     }
 }

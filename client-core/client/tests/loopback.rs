@@ -269,7 +269,10 @@ async fn session(
         let _ = seen.send((index, frame.clone()));
         let mut out = Vec::new();
         match frame {
-            Up::Open(open) if open.token == "good" => {
+            Up::Open(open)
+                if open.token == "good"
+                    || (open.token.is_empty() && open.user == "anonymous@example.com") =>
+            {
                 syncs = open.syncs();
                 if answer.welcome {
                     out.push(Down::Welcome(Welcome {
@@ -313,6 +316,37 @@ async fn session(
                 code: ErrorCode::UNKNOWN_USER,
                 text: "no such user".into(),
             }),
+            Up::Subscribe { req, target } if target == "denies@example.com" => {
+                out.push(Down::Fail {
+                    req,
+                    code: ErrorCode::REFUSED,
+                    text: "denied".into(),
+                });
+            }
+            Up::Subscribe { req, target } if target == "asks@example.com" && syncs => {
+                out.push(Down::Pending { req });
+                out.push(Down::Asked {
+                    watcher: "carol@example.com".into(),
+                });
+                out.push(Down::Subscription {
+                    target: target.clone(),
+                    state: tern_wire::SubState::Active,
+                });
+                batches += 1;
+                let change = Change::Full {
+                    slot: slot_of(&target),
+                    version: VERSION,
+                    age: 0,
+                    name: Some(target.clone()),
+                    presence: doc(&target).presence,
+                };
+                out.push(Down::Batch(batch_of(
+                    batches,
+                    change,
+                    &target,
+                    &doc(&target).presence,
+                )));
+            }
             Up::Subscribe { req, target } if syncs => {
                 out.push(Down::Subscribed {
                     req,
@@ -374,6 +408,52 @@ async fn session(
                 status: ReceiptStatus::Delivered,
             }),
             Up::Ack { .. } => {}
+            // Access rules, subscriptions and delegation: an owner who keeps no rules,
+            // has no subscriptions and no delegates.
+            Up::GetRules { req } => out.push(Down::Rules {
+                req,
+                rules: tern_wire::Rules::default(),
+            }),
+            Up::Decide { req, .. } => {
+                out.push(Down::Ok { req });
+                out.push(Down::Subscription {
+                    target: "asks@example.com".into(),
+                    state: tern_wire::SubState::Cancelled,
+                });
+            }
+            Up::SetRules { req, .. } | Up::Cancel { req, .. } => {
+                out.push(Down::Ok { req });
+            }
+            Up::Subscriptions { req, incoming } => out.push(Down::Subscriptions {
+                req,
+                list: vec![tern_wire::SubInfo {
+                    who: if incoming {
+                        "carol@example.com"
+                    } else {
+                        "asks@example.com"
+                    }
+                    .into(),
+                    state: tern_wire::SubState::Pending,
+                }],
+            }),
+            Up::Read { req, after, .. } => out.push(Down::Items {
+                req,
+                items: vec![tern_wire::Item {
+                    seq: after + 1,
+                    item: item(after + 1),
+                }],
+                more: after == 0,
+            }),
+            Up::PublishFor { req, .. } => out.push(Down::Fail {
+                req,
+                code: ErrorCode::REFUSED,
+                text: "not a delegate".into(),
+            }),
+            // Administrators' frames are not for clients.
+            Up::Operate(_) | Up::Admin { .. } => out.push(Down::Close {
+                code: ErrorCode::PROTOCOL,
+                text: "not an administrator's session".into(),
+            }),
             Up::Bye => out.push(Down::Close {
                 code: ErrorCode::GOODBYE,
                 text: "goodbye".into(),
@@ -1002,4 +1082,166 @@ async fn presence_is_synchronised_cached_and_kept_across_restarts() {
     again.unsubscribe("carol@example.com".into()).await.unwrap();
     assert_eq!(again.presence("carol@example.com".into()), None);
     again.close().await;
+}
+
+#[tokio::test]
+async fn access_rules_pending_subscriptions_and_delegation() {
+    use tern_client::{Decision, PresenceRule, Rules, SubState, SubscribeOutcome, Who};
+    let mut gw = Gateway::start(Script::default());
+    let client = Client::connect(gw.config("good")).await.unwrap();
+    assert_eq!(client.rules().await.unwrap(), Rules::default());
+    let rules = Rules {
+        presence: vec![PresenceRule {
+            who: Who::User("Bob@Example.COM".into()),
+            decision: Decision::Ask,
+            view: None,
+            when: None,
+        }],
+        ..Rules::default()
+    };
+    client.set_rules(rules).await.unwrap();
+    let Up::SetRules { rules, .. } = gw.expect(0, |f| matches!(f, Up::SetRules { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(rules.presence[0].who, Who::User("bob@example.com".into()));
+    let bad = Rules {
+        delegates: vec![tern_client::Delegate {
+            who: "nobody".into(),
+            rights: 1,
+        }],
+        ..Rules::default()
+    };
+    assert!(matches!(
+        client.set_rules(bad).await,
+        Err(ClientError::InvalidArgument(_))
+    ));
+
+    // A subscription that waits, someone who asks, the grant and the presence.
+    let outcome = client.subscribe_request("Asks@example.com".into()).await;
+    assert_eq!(outcome, Ok(SubscribeOutcome::Pending));
+    assert_eq!(
+        next(&client).await,
+        Some(Event::Asked {
+            watcher: "carol@example.com".into()
+        })
+    );
+    assert_eq!(
+        next(&client).await,
+        Some(Event::SubscriptionChanged {
+            target: "asks@example.com".into(),
+            state: SubState::Active
+        })
+    );
+    let Some(Event::Presence(doc)) = next(&client).await else {
+        panic!("presence follows the grant");
+    };
+    assert_eq!(doc.presentity, "asks@example.com");
+    assert!(client.cached("asks@example.com".into()).is_some());
+    // `subscribe` says the same as an error.
+    let pending = client.subscribe("asks@example.com".into()).await;
+    assert_eq!(
+        pending,
+        Err(ClientError::SubscriptionPending {
+            presentity: "asks@example.com".into()
+        })
+    );
+    while let Ok(Some(_)) = timeout(Duration::from_millis(200), client.next_event()).await {}
+
+    let denied = client.subscribe("denies@example.com".into()).await;
+    assert!(
+        matches!(&denied, Err(ClientError::Refused { text }) if text == "denied"),
+        "{denied:?}"
+    );
+
+    // A decision; the scripted gateway then cancels the subscription made above.
+    client
+        .decide("Carol@Example.com".into(), Decision::Allow)
+        .await
+        .unwrap();
+    let Up::Decide {
+        watcher, decision, ..
+    } = gw.expect(0, |f| matches!(f, Up::Decide { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (watcher.as_str(), decision),
+        ("carol@example.com", Decision::Allow)
+    );
+    assert_eq!(
+        next(&client).await,
+        Some(Event::SubscriptionEnded {
+            presentity: "asks@example.com".into()
+        })
+    );
+    assert_eq!(
+        next(&client).await,
+        Some(Event::SubscriptionChanged {
+            target: "asks@example.com".into(),
+            state: SubState::Cancelled
+        })
+    );
+    assert!(client.cached("asks@example.com".into()).is_none());
+
+    client.cancel("carol@example.com".into()).await.unwrap();
+    let list = client.subscriptions(true).await.unwrap();
+    assert_eq!(list[0].who, "carol@example.com");
+    assert_eq!(list[0].state, SubState::Pending);
+
+    let refused = client
+        .publish_for("boss@example.com".into(), Presence::default())
+        .await;
+    assert!(
+        matches!(refused, Err(ClientError::Refused { .. })),
+        "{refused:?}"
+    );
+    let page = client
+        .read_inbox("boss@example.com".into(), 0)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert!(page.more);
+    assert_eq!(page.next_after(0), 1);
+    let page = client
+        .read_inbox("boss@example.com".into(), 1)
+        .await
+        .unwrap();
+    assert!(!page.more);
+    assert!(matches!(
+        client.read_inbox("boss".into(), 0).await,
+        Err(ClientError::InvalidArgument(_))
+    ));
+    client.close().await;
+}
+
+#[tokio::test]
+async fn an_anonymous_client_opens_without_token_or_inbox() {
+    let mut gw = Gateway::start(Script {
+        inbox: vec![vec![1]],
+        ..Script::default()
+    });
+    let config = ClientConfig::anonymous(
+        gw.addr.to_string(),
+        "Example.com".into(),
+        gw.cert_pem.clone(),
+    );
+    let client = Client::connect(config).await.unwrap();
+    let Up::Open(open) = gw.expect(0, |f| matches!(f, Up::Open(_))).await else {
+        unreachable!()
+    };
+    assert_eq!(open.user, "anonymous@example.com");
+    assert!(open.token.is_empty());
+    assert!(!open.takes_inbox());
+    assert!(open.syncs());
+    let doc = client.fetch("bob@example.com".into()).await.unwrap();
+    assert_eq!(doc.presentity, "bob@example.com");
+    // The item the gateway pushes is not taken (nor acknowledged).
+    assert!(
+        timeout(Duration::from_millis(300), client.next_event())
+            .await
+            .is_err()
+    );
+    client.close().await;
+    assert!(!gw.frames_of(0).iter().any(|f| matches!(f, Up::Ack { .. })));
 }

@@ -19,6 +19,7 @@ use tempfile::TempDir;
 use tern_client::{Client, ClientConfig, Event};
 use tern_gateway::config::GatewayConfig;
 use tern_gateway::runtime::{RunningGateway, start};
+use tern_gateway::sqlite::SqliteStore;
 use tern_gateway::users::{self, UserOptions};
 
 /// How long a test waits for something that should happen at once on loopback.
@@ -99,6 +100,24 @@ impl Harness {
     /// Provisions a user with these options; returns its token.
     pub fn add_user_with(&self, address: &str, options: UserOptions) -> String {
         users::add(self.dir.path(), address, options).expect("user added")
+    }
+
+    /// Sets a domain's administrator token, as `tern-gateway admin token` does; returns
+    /// it.
+    pub fn add_admin(&self, domain: &str) -> String {
+        let token = users::generate_token();
+        let hash = tern_gateway_core::auth::hash_token(&token);
+        let mut store = SqliteStore::open(self.dir.path()).expect("store opens");
+        store
+            .write(|s| s.put_admin_token(domain, &hash))
+            .expect("token stored");
+        token
+    }
+
+    /// A domain's administrators' audit log, oldest first.
+    pub fn admin_log(&self, domain: &str) -> Vec<tern_gateway_core::AdminRecord> {
+        let store = SqliteStore::open(self.dir.path()).expect("store opens");
+        store.read(|s| s.admin_log(domain, 1000)).expect("log read")
     }
 
     /// A client configuration for this gateway.
@@ -196,6 +215,7 @@ pub fn domain(
         presence: true,
         im: true,
         rates,
+        anonymous: false,
     })
 }
 

@@ -322,3 +322,92 @@ async fn a_killed_client_restarted_with_its_state_directory_resumes_and_sees_not
         .expect("the state directory was kept");
     assert!(kept.contains("\"inbox_seen\": 5"), "{kept}");
 }
+
+/// Issue 5 from the command line: `tern rules`, a request that waits for the
+/// principal's decision, `tern subscriptions`, `tern block`, and the domain's
+/// administrator through `tern-gateway admin` (token, remote requests, audit log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_requests_blocks_and_the_administrator_from_the_command_line() {
+    let gw = Harness::start().await;
+    let cli = Cli::new(&gw);
+    let (alice, bob, carol) = ("alice@example.com", "bob@example.com", "carol@example.org");
+    let alice_token = add_user(&gw, alice);
+    let bob_token = add_user(&gw, bob);
+    let carol_token = add_user(&gw, carol);
+
+    // Alice wants to be asked first; Bob's watch waits for her.
+    cli.json(alice, &alice_token, &["rules", "ask", "anyone"]);
+    let (mut watch, lines) = cli.spawn(bob, &bob_token, &["watch", alice]);
+    let pending = next_line(&lines);
+    assert_eq!(pending["type"], "pending", "{pending}");
+    let incoming = cli.json(alice, &alice_token, &["subscriptions", "--incoming"]);
+    assert!(incoming.to_string().contains(bob), "{incoming}");
+    assert!(incoming.to_string().contains("pending"), "{incoming}");
+    cli.json(alice, &alice_token, &["decide", bob, "allow"]);
+    let granted = next_line(&lines);
+    assert_eq!(granted["type"], "subscription", "{granted}");
+    assert_eq!(granted["state"], "active", "{granted}");
+    let mine = cli.json(bob, &bob_token, &["subscriptions"]);
+    assert!(mine.to_string().contains("active"), "{mine}");
+
+    // Carol is blocked: her message is refused, and she is told.
+    cli.json(alice, &alice_token, &["block", carol]);
+    let out = cli.run(carol, &carol_token, &["send", alice, "hello?"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("refused"), "{text}");
+
+    // The administrator of example.com: a token of its own, requests, the audit log.
+    let config = gw.data_dir().join("admin-test.toml");
+    std::fs::write(&config, "domains = [\"example.com\", \"example.org\"]\n").expect("config");
+    let out = Command::new(bin("tern-gateway"))
+        .args(["admin", "token", "example.com", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(gw.data_dir())
+        .output()
+        .expect("tern-gateway runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).expect("utf-8");
+    let token = token.lines().last().expect("token line").trim().to_owned();
+    let admin = |args: &[&str]| {
+        let out = Command::new(bin("tern-gateway"))
+            .arg("admin")
+            .args(["--gateway", &cli.addr, "--domain", "example.com"])
+            .arg("--ca")
+            .arg(&cli.ca)
+            .env("TERN_ADMIN_TOKEN", &token)
+            .args(args)
+            .output()
+            .expect("tern-gateway runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    assert!(admin(&["watchers", alice]).contains(bob));
+    admin(&["cancel", alice, bob]);
+    // Alice's presence came after the grant; the cancellation follows it.
+    let cancelled = std::iter::repeat_with(|| next_line(&lines))
+        .find(|line| line["type"] == "subscription")
+        .expect("a subscription line");
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let out = Command::new(bin("tern-gateway"))
+        .args(["admin", "log", "example.com", "--data-dir"])
+        .arg(gw.data_dir())
+        .output()
+        .expect("tern-gateway runs");
+    let log = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        log.contains("watchers") && log.contains("cancel bob@example.com"),
+        "{log}"
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+}

@@ -10,9 +10,12 @@ use std::net::SocketAddr;
 use tern_gateway::config::RateTable;
 use tern_tests::raw::RawSession;
 use tern_tests::{Harness, open_presence};
-use tern_wire::{ClientMode, Down, Have, Hello, Message, Open, Up, VERSION};
+use tern_wire::{
+    ClientMode, Decision, Delegate, Down, Have, Hello, Message, Open, PresenceRule, Rules, Up,
+    VERSION, Who,
+};
 
-const KINDS: usize = 16;
+const KINDS: usize = 22;
 
 /// The position of a frame kind; exhaustive on purpose.
 fn kind(frame: &Down) -> usize {
@@ -33,6 +36,12 @@ fn kind(frame: &Down) -> usize {
         Down::Limited { .. } => 13,
         Down::Watchers { .. } => 14,
         Down::Watched { .. } => 15,
+        Down::Pending { .. } => 16,
+        Down::Asked { .. } => 17,
+        Down::Rules { .. } => 18,
+        Down::Subscriptions { .. } => 19,
+        Down::Subscription { .. } => 20,
+        Down::Items { .. } => 21,
     }
 }
 
@@ -44,6 +53,11 @@ fn message(id: u8, to: &str) -> Message {
         content_type: None,
         body: b"where are you?".to_vec(),
     }
+}
+
+/// Reads Bob's frames until `done` accepts one.
+async fn bob_until(s: &mut RawSession, done: impl Fn(&Down) -> bool) {
+    while !done(&s.recv().await.expect("a frame")) {}
 }
 
 /// Reads frames until `done` accepts one, recording the kinds seen.
@@ -147,6 +161,64 @@ async fn no_frame_carries_the_other_partys_address() {
         matches!(f, Down::Watchers { .. })
     })
     .await;
+    // The access frames: Rules, Subscriptions, Asked, Pending, Subscription, Items.
+    plain.send(&Up::GetRules { req: 7 }).await;
+    until(&mut plain, &mut seen, |f| matches!(f, Down::Rules { .. })).await;
+    let incoming = true;
+    plain.send(&Up::Subscriptions { req: 8, incoming }).await;
+    until(&mut plain, &mut seen, |f| {
+        matches!(f, Down::Subscriptions { .. })
+    })
+    .await;
+    let ask_about = |who: &str| Rules {
+        presence: vec![PresenceRule {
+            who: Who::User(who.into()),
+            decision: Decision::Ask,
+            view: None,
+            when: None,
+        }],
+        ..Rules::default()
+    };
+    let rules = ask_about(bob);
+    plain.send(&Up::SetRules { req: 9, rules }).await;
+    until(&mut plain, &mut seen, |f| *f == Down::Ok { req: 9 }).await;
+    let target = alice.to_string();
+    b.send(&Up::Unsubscribe { req: 6, target }).await;
+    bob_until(&mut b, |f| *f == Down::Ok { req: 6 }).await;
+    let target = alice.to_string();
+    b.send(&Up::Subscribe { req: 7, target }).await;
+    until(&mut plain, &mut seen, |f| matches!(f, Down::Asked { .. })).await;
+    // Bob asks about Alice, and lets her read his inbox.
+    let mut rules = ask_about(alice);
+    rules.delegates = vec![Delegate {
+        who: alice.into(),
+        rights: Delegate::READ,
+    }];
+    b.send(&Up::SetRules { req: 8, rules }).await;
+    bob_until(&mut b, |f| *f == Down::Ok { req: 8 }).await;
+    let target = bob.to_string();
+    plain.send(&Up::Subscribe { req: 10, target }).await;
+    until(&mut plain, &mut seen, |f| matches!(f, Down::Pending { .. })).await;
+    let (watcher, decision) = (alice.to_string(), Decision::Allow);
+    b.send(&Up::Decide {
+        req: 9,
+        watcher,
+        decision,
+    })
+    .await;
+    until(&mut plain, &mut seen, |f| {
+        matches!(f, Down::Subscription { .. })
+    })
+    .await;
+    let inbox = bob.to_string();
+    plain
+        .send(&Up::Read {
+            req: 11,
+            inbox,
+            after: 0,
+        })
+        .await;
+    until(&mut plain, &mut seen, |f| matches!(f, Down::Items { .. })).await;
     plain.send(&Up::Bye).await;
     until(&mut plain, &mut seen, |f| matches!(f, Down::Close { .. })).await;
 

@@ -3,8 +3,9 @@
 
 use tern_wire::frame::Welcome;
 use tern_wire::{
-    Availability, Basic, Down, ErrorCode, Hello, InboxItem, Incoming, LateReceipt, Message, Open,
-    Opened, Presence, PresenceDoc, ReceiptStatus, Tuple, Up, VERSION,
+    Availability, Basic, Decision, Down, ErrorCode, Hello, InboxItem, Incoming, LateReceipt,
+    Message, Open, Opened, Presence, PresenceDoc, PresenceRule, ReceiptStatus, Rules, SubState,
+    Tuple, Up, VERSION, View, When, Who,
 };
 
 /// A one-tuple presence: open, away, with a short note.
@@ -23,12 +24,59 @@ pub fn presence() -> Presence {
     }
 }
 
+/// [`presence`] with another note: successive publishes that really change something.
+pub fn presence_with_note(note: &str) -> Presence {
+    let mut p = presence();
+    p.tuples[0].note = Some(note.into());
+    p
+}
+
 /// The document of [`presence`] as the gateway hands it out.
 pub fn doc() -> PresenceDoc {
     PresenceDoc {
         presentity: "bob@example.com".into(),
         updated: 1_795_000_000_123,
         presence: presence(),
+    }
+}
+
+/// Typical rules: colleagues see a busy status without notes in office hours, one
+/// person is politely blocked, anonymous peers are denied.
+pub fn rules() -> Rules {
+    let rule = |who, decision, view, when| PresenceRule {
+        who,
+        decision,
+        view,
+        when,
+    };
+    let busy = View {
+        tuples: Vec::new(),
+        hide: View::NOTE,
+        status: Some(Availability::BUSY),
+    };
+    let office = When {
+        days: 0x1f,
+        from: 9 * 60,
+        to: 18 * 60,
+        offset: 60,
+    };
+    Rules {
+        presence: vec![
+            rule(
+                Who::Domain("work.example".into()),
+                Decision::Allow,
+                Some(busy),
+                Some(office),
+            ),
+            rule(
+                Who::User("ex@example.com".into()),
+                Decision::Polite,
+                None,
+                None,
+            ),
+            rule(Who::Anonymous, Decision::Deny, None, None),
+        ],
+        ..Rules::default()
     }
 }
 
@@ -101,6 +149,28 @@ pub fn ups() -> Vec<(&'static str, Up)> {
                 inbox_seen: 1_233,
                 flags: Open::INBOX,
             }),
+        ),
+        (
+            "Decide",
+            Up::Decide {
+                req: 12,
+                watcher: "carol@example.com".into(),
+                decision: Decision::Allow,
+            },
+        ),
+        (
+            "Cancel",
+            Up::Cancel {
+                req: 13,
+                watcher: "carol@example.com".into(),
+            },
+        ),
+        (
+            "SetRules",
+            Up::SetRules {
+                req: 14,
+                rules: rules(),
+            },
         ),
     ]
 }
@@ -181,6 +251,27 @@ pub fn downs() -> Vec<(&'static str, Down)> {
             Down::Close {
                 code: ErrorCode::TOO_SLOW,
                 text: "reader too slow".into(),
+            },
+        ),
+        ("Pending", Down::Pending { req: 10 }),
+        (
+            "Asked",
+            Down::Asked {
+                watcher: "carol@example.com".into(),
+            },
+        ),
+        (
+            "Subscription",
+            Down::Subscription {
+                target: "alice@example.com".into(),
+                state: SubState::Active,
+            },
+        ),
+        (
+            "Rules",
+            Down::Rules {
+                req: 15,
+                rules: rules(),
             },
         ),
     ]

@@ -570,6 +570,7 @@ impl Gateway {
                     burst: 1,
                 },
                 anonymous: false,
+                address_rates: None,
             })],
             ..GatewayConfig::default()
         };

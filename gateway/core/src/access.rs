@@ -5,6 +5,8 @@
 //! Pure functions over [`tern_wire::Rules`]: no sessions, no storage, no clock (time is
 //! passed in). The hub calls them; this module may not send, store or cache anything.
 
+use std::collections::HashMap;
+
 use tern_wire::addr::Address;
 use tern_wire::limits::TUPLES_MAX;
 use tern_wire::{Decision, Delivery, Presence, PresenceRule, Rules, View, When, Who};
@@ -56,25 +58,63 @@ fn rank(who: &Who, peer: &str) -> Option<u8> {
     }
 }
 
-/// The presence rule that applies to `peer` at `now`, with its index in the list.
+/// The presence rules indexed by whom they name, each list in rule order, so that
+/// finding a watcher's rule costs a hash lookup or two, not a pass over every rule (a
+/// publish fans out to every watcher).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index {
+    users: HashMap<String, Vec<usize>>,
+    domains: HashMap<String, Vec<usize>>,
+    anonymous: Vec<usize>,
+    anyone: Vec<usize>,
+}
+
+impl Index {
+    /// Indexes the presence rules.
+    pub fn new(rules: &Rules) -> Self {
+        let mut index = Self::default();
+        for (i, rule) in rules.presence.iter().enumerate() {
+            let list = match &rule.who {
+                Who::User(name) => index.users.entry(name.to_string()).or_default(),
+                Who::Domain(name) => index.domains.entry(name.to_string()).or_default(),
+                Who::Anonymous => &mut index.anonymous,
+                Who::Anyone => &mut index.anyone,
+            };
+            list.push(i);
+        }
+        index
+    }
+}
+
+/// The presence rule that applies to `peer` at `now`, with its index in the list
+/// (`index` is [`Index::new`] of the same rules).
 pub fn presence_rule<'r>(
     rules: &'r Rules,
+    index: &Index,
     peer: &str,
     now: Millis,
 ) -> Option<(usize, &'r PresenceRule)> {
-    let mut best: Option<(u8, usize, &PresenceRule)> = None;
-    for (i, rule) in rules.presence.iter().enumerate() {
-        let Some(r) = rank(&rule.who, peer) else {
-            continue;
-        };
-        if !rule.when.as_ref().is_none_or(|w| applies(w, now)) {
-            continue;
-        }
-        if best.is_none_or(|(b, _, _)| r < b) {
-            best = Some((r, i, rule));
-        }
-    }
-    best.map(|(_, i, rule)| (i, rule))
+    let empty: &[usize] = &[];
+    let kinds: [&[usize]; 4] = if is_anonymous(peer) {
+        [empty, empty, &index.anonymous, empty]
+    } else {
+        [
+            index.users.get(peer).map_or(empty, Vec::as_slice),
+            index
+                .domains
+                .get(domain_of(peer))
+                .map_or(empty, Vec::as_slice),
+            empty,
+            &index.anyone,
+        ]
+    };
+    kinds.into_iter().flatten().find_map(|&i| {
+        let rule = rules.presence.get(i)?;
+        rule.when
+            .as_ref()
+            .is_none_or(|w| applies(w, now))
+            .then_some((i, rule))
+    })
 }
 
 /// What a watcher is granted.
@@ -89,8 +129,15 @@ pub struct Grant<'r> {
     pub rule: Option<usize>,
 }
 
-/// What `owner`'s rules grant `peer` at `now`. The owner always sees itself whole.
-pub fn grant<'r>(rules: &'r Rules, owner: &str, peer: &str, now: Millis) -> Grant<'r> {
+/// What `owner`'s rules grant `peer` at `now` (`index` is [`Index::new`] of them). The
+/// owner always sees itself whole.
+pub fn grant<'r>(
+    rules: &'r Rules,
+    index: &Index,
+    owner: &str,
+    peer: &str,
+    now: Millis,
+) -> Grant<'r> {
     if peer == owner {
         return Grant {
             decision: Decision::Allow,
@@ -98,7 +145,7 @@ pub fn grant<'r>(rules: &'r Rules, owner: &str, peer: &str, now: Millis) -> Gran
             rule: None,
         };
     }
-    match presence_rule(rules, peer, now) {
+    match presence_rule(rules, index, peer, now) {
         Some((i, rule)) => Grant {
             decision: rule.decision,
             view: rule.view.as_ref(),

@@ -40,7 +40,7 @@ fn the_most_specific_kind_decides_whatever_the_order() {
         ],
         ..Rules::default()
     };
-    let decide = |peer| grant(&rules, "me@home.test", peer, 0).decision;
+    let decide = |peer| grant(&rules, &Index::new(&rules), "me@home.test", peer, 0).decision;
     assert_eq!(decide("boss@work.test"), Decision::Allow);
     assert_eq!(decide("intern@work.test"), Decision::Polite);
     assert_eq!(decide("x@elsewhere.test"), Decision::Deny);
@@ -52,9 +52,12 @@ fn the_most_specific_kind_decides_whatever_the_order() {
 #[test]
 fn without_rules_principals_are_allowed_and_anonymous_peers_denied() {
     let rules = Rules::default();
-    assert_eq!(grant(&rules, "me@d", "you@d", 0).decision, Decision::Allow);
     assert_eq!(
-        grant(&rules, "me@d", "anonymous+1@d", 0).decision,
+        grant(&rules, &Index::new(&rules), "me@d", "you@d", 0).decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        grant(&rules, &Index::new(&rules), "me@d", "anonymous+1@d", 0).decision,
         Decision::Deny
     );
     // `Anyone` never matches an anonymous peer.
@@ -63,7 +66,7 @@ fn without_rules_principals_are_allowed_and_anonymous_peers_denied() {
         ..Rules::default()
     };
     assert_eq!(
-        grant(&open, "me@d", "anonymous+1@d", 0).decision,
+        grant(&open, &Index::new(&open), "me@d", "anonymous+1@d", 0).decision,
         Decision::Deny
     );
 }
@@ -80,7 +83,15 @@ fn the_first_rule_of_a_kind_wins_and_a_rule_out_of_its_time_is_skipped() {
         ],
         ..Rules::default()
     };
-    let at = |now| grant(&rules, "me@home.test", "c@work.test", now);
+    let at = |now| {
+        grant(
+            &rules,
+            &Index::new(&rules),
+            "me@home.test",
+            "c@work.test",
+            now,
+        )
+    };
     assert_eq!(at(MON_0859).decision, Decision::Polite);
     assert_eq!(at(MON_0859).rule, Some(1));
     assert_eq!(at(MON_0900).decision, Decision::Allow);

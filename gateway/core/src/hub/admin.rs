@@ -117,13 +117,7 @@ impl Hub {
         op: AdminOp,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
-        let Ok(address) = Address::parse(user) else {
-            self.fail(
-                conn,
-                req,
-                ErrorCode::BAD_ADDRESS,
-                "not a local@domain address",
-            );
+        let Some(address) = self.address_or_fail(conn, req, user) else {
             return Ok(());
         };
         if address.domain() != domain {

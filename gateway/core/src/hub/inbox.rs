@@ -158,13 +158,7 @@ impl Hub {
         after: u64,
         store: &dyn Store,
     ) -> Result<(), StoreError> {
-        let Ok(address) = Address::parse(inbox) else {
-            self.fail(
-                conn,
-                req,
-                ErrorCode::BAD_ADDRESS,
-                "not a local@domain address",
-            );
+        let Some(address) = self.address_or_fail(conn, req, inbox) else {
             return Ok(());
         };
         let Some(owner) = store.inbox_owner(address.as_str())? else {

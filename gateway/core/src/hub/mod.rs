@@ -295,6 +295,22 @@ impl Hub {
         );
     }
 
+    /// Parses an address a request names; if it is not one, the request is answered
+    /// `bad_address`.
+    fn address_or_fail(
+        &mut self,
+        conn: ConnId,
+        req: ReqId,
+        name: &str,
+    ) -> Option<tern_wire::addr::Address> {
+        let parsed = tern_wire::addr::Address::parse(name).ok();
+        if parsed.is_none() {
+            let text = "not a local@domain address";
+            self.fail(conn, req, ErrorCode::BAD_ADDRESS, text);
+        }
+        parsed
+    }
+
     /// Publishes the staged actions of a call that succeeded.
     fn publish_staged(&mut self) {
         self.actions.extend(self.staged.drain(..));

@@ -7,6 +7,8 @@
 //! published. Subscriptions are durable; a watcher gets the current document of each
 //! subscription when its session opens.
 
+use std::collections::HashMap;
+
 use tern_wire::addr::Address;
 use tern_wire::frame::ReqId;
 use tern_wire::{
@@ -226,13 +228,7 @@ impl Hub {
         target: &str,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
-        let Ok(target) = Address::parse(target) else {
-            self.fail(
-                conn,
-                req,
-                ErrorCode::BAD_ADDRESS,
-                "not a local@domain address",
-            );
+        let Some(target) = self.address_or_fail(conn, req, target) else {
             return Ok(());
         };
         // Idempotent: ending a subscription that does not exist succeeds. A pending
@@ -386,21 +382,32 @@ impl Hub {
             .filter(|w| self.online.contains_key(*w))
             .map(String::from)
             .collect();
+        // One `Notify` per view (the deciding rule's index; `None`: the whole document),
+        // shared by every plain session that sees it.
+        let mut notifies: HashMap<Option<Option<usize>>, Down> = HashMap::new();
         for watcher in watchers {
-            if self.grant(&presentity, &watcher).decision == Decision::Polite {
+            let (decision, view) = {
+                let grant = self.grant(&presentity, &watcher);
+                (grant.decision, grant.view.map(|_| grant.rule))
+            };
+            if decision == Decision::Polite {
                 continue;
             }
             let slot = self.rosters.of(&watcher).and_then(|r| r.slot(&presentity));
             let conns = self.online.get(&watcher).cloned().unwrap_or_default();
-            let mut notify = None;
             for conn in conns {
                 match slot {
                     Some(slot) if self.syncs(conn) => self.mark_pending(conn, slot, store)?,
                     _ => {
-                        let frame = notify.get_or_insert_with(|| Down::Notify {
-                            doc: self.seen(&watcher, doc.clone()).doc,
-                        });
-                        let frame = frame.clone();
+                        let frame = match notifies.get(&view) {
+                            Some(frame) => frame.clone(),
+                            None => {
+                                let seen = self.seen(&watcher, doc.clone()).doc;
+                                let frame = Down::Notify { doc: seen };
+                                notifies.insert(view, frame.clone());
+                                frame
+                            }
+                        };
                         self.send(conn, frame);
                     }
                 }

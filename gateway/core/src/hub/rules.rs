@@ -9,7 +9,6 @@
 
 use std::borrow::Cow;
 
-use tern_wire::addr::Address;
 use tern_wire::frame::ReqId;
 use tern_wire::{
     Decision, Down, ErrorCode, Presence, PresenceDoc, PresenceRule, Rules, SubInfo, SubState,
@@ -27,10 +26,15 @@ static NO_RULES: Rules = Rules {
     delegates: Vec::new(),
 };
 
+/// The index of [`NO_RULES`].
+static NO_INDEX: std::sync::LazyLock<access::Index> = std::sync::LazyLock::new(Default::default);
+
 /// A principal's rules in memory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Owned {
     pub(super) stored: StoredRules,
+    /// The presence rules indexed by whom they name.
+    pub(super) index: access::Index,
     /// Which time-limited rules applied at the last evaluation ([`access::timed_state`]).
     pub(super) timed: u64,
     /// When the next time window may open or close.
@@ -71,7 +75,10 @@ impl Hub {
 
     /// What `owner`'s rules grant `watcher` now.
     pub(super) fn grant(&self, owner: &str, watcher: &str) -> Grant<'_> {
-        access::grant(self.rules_of(owner), owner, watcher, self.now)
+        match self.rules.get(owner) {
+            Some(o) => access::grant(&o.stored.rules, &o.index, owner, watcher, self.now),
+            None => access::grant(&NO_RULES, &NO_INDEX, owner, watcher, self.now),
+        }
     }
 
     /// The document as `watcher` may see it: its view when allowed, nothing otherwise.
@@ -139,13 +146,7 @@ impl Hub {
         decision: Decision,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
-        let Ok(watcher) = Address::parse(watcher) else {
-            self.fail(
-                conn,
-                req,
-                ErrorCode::BAD_ADDRESS,
-                "not a local@domain address",
-            );
+        let Some(watcher) = self.address_or_fail(conn, req, watcher) else {
             return Ok(());
         };
         let who = if is_anonymous(watcher.as_str()) {
@@ -178,13 +179,7 @@ impl Hub {
         watcher: &str,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
-        let Ok(watcher) = Address::parse(watcher) else {
-            self.fail(
-                conn,
-                req,
-                ErrorCode::BAD_ADDRESS,
-                "not a local@domain address",
-            );
+        let Some(watcher) = self.address_or_fail(conn, req, watcher) else {
             return Ok(());
         };
         // `anonymous@d` names every anonymous watcher of that domain.
@@ -303,6 +298,7 @@ impl Hub {
             self.flips.insert((at, owner.to_string()));
         }
         let owned = Owned {
+            index: access::Index::new(&stored.rules),
             stored,
             timed,
             flip,
@@ -324,7 +320,8 @@ impl Hub {
             let stored = owned.stored.clone();
             self.install_rules(&owner, stored);
             let after = self.rules.get(&owner).map_or(0, |o| o.timed);
-            if after != before {
+            let presentity = store.user(&owner)?.is_some_and(|u| u.presentity);
+            if after != before && presentity {
                 tracing::debug!(%owner, "a time window of the rules opened or closed");
                 self.rules_changed(&owner, store)?;
             }

@@ -216,6 +216,7 @@ pub fn domain(
         im: true,
         rates,
         anonymous: false,
+        address_rates: None,
     })
 }
 

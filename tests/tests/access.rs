@@ -919,3 +919,58 @@ async fn anonymous_peers_are_limited_per_source_address() {
         Down::Presence { .. }
     ));
 }
+
+/// Abuse limits per source address for authenticated principals too, where the domain
+/// sets them: principals behind one address share its budget, a limited one is told
+/// when to retry and gets through after it, and another address is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_behind_one_address_share_its_budget_and_others_are_unaffected() {
+    let (gw, [a, b, _]) = world_with(|c| {
+        let mut entry = tern_tests::domain("example.com", RateTable::default());
+        if let tern_gateway::config::DomainEntry::Table(t) = &mut entry {
+            t.address_rates = Some(RateTable {
+                fetches_per_minute: 60,
+                burst: 2,
+                ..RateTable::default()
+            });
+        }
+        c.domains = vec![
+            entry,
+            tern_tests::domain("example.org", RateTable::default()),
+        ];
+    })
+    .await;
+    let d = gw.add_user("dave@example.com");
+    let mut alice = login(&gw, ALICE, &a).await;
+    let mut bob = login(&gw, BOB, &b).await;
+    let elsewhere = std::net::SocketAddr::from(([127, 0, 0, 2], 0));
+    let mut dave = RawSession::open_from(gw.addr(), &gw.cert_pem(), elsewhere).await;
+    dave.send(&Up::Hello(Hello {
+        version: VERSION,
+        user: "dave@example.com".into(),
+        token: d,
+    }))
+    .await;
+    assert!(matches!(dave.recv().await, Some(Down::Welcome(_))));
+    assert!(matches!(
+        answer(&mut alice, fetch(BOB)).await,
+        Down::Presence { .. }
+    ));
+    assert!(matches!(
+        answer(&mut bob, fetch(ALICE)).await,
+        Down::Presence { .. }
+    ));
+    let limited = answer(&mut alice, fetch(BOB)).await;
+    let Down::Limited { retry_after, .. } = limited else {
+        panic!("{limited:?}");
+    };
+    assert!(matches!(
+        answer(&mut dave, fetch(ALICE)).await,
+        Down::Presence { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(u64::from(retry_after) + 50)).await;
+    assert!(matches!(
+        answer(&mut bob, fetch(ALICE)).await,
+        Down::Presence { .. }
+    ));
+}

@@ -15,6 +15,10 @@ pub struct DomainConfig {
     /// Rate limits for this domain's principals (anonymous sessions: per source
     /// address).
     pub rates: RateLimits,
+    /// Rate limits per source address, over every session of the domain from that
+    /// address (anonymous or not); off by default ([`RateLimits::OFF`]), since carrier
+    /// NATs put many phones behind one address.
+    pub address_rates: RateLimits,
     /// Whether unauthenticated (anonymous) sessions may open in this domain (RFC 2779
     /// 5.1.3): they watch and send as `anonymous@<domain>`, and each principal's rules
     /// still decide what they may do (by default nothing).
@@ -35,6 +39,16 @@ pub struct RateLimits {
     pub fetches_per_minute: u32,
     /// The largest burst of each kind.
     pub burst: u32,
+}
+
+impl RateLimits {
+    /// No limit of any kind.
+    pub const OFF: Self = Self {
+        messages_per_minute: 0,
+        subscriptions_per_minute: 0,
+        fetches_per_minute: 0,
+        burst: 1,
+    };
 }
 
 impl Default for RateLimits {
@@ -58,6 +72,7 @@ impl DomainConfig {
             presence: true,
             im: true,
             rates: RateLimits::default(),
+            address_rates: RateLimits::OFF,
             anonymous: false,
         }
     }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tern_gateway_core::{CacheSizes, DomainConfig, FlushPolicy, HubConfig};
+use tern_gateway_core::{CacheSizes, DomainConfig, FlushPolicy, HubConfig, RateLimits};
 use tern_wire::addr::normalise_domain;
 use tern_wire::limits::{DEFAULT_BODY_MAX, DEFAULT_FRAME_MAX, FRAME_MAX};
 
@@ -138,6 +138,11 @@ pub struct DomainTable {
     /// what they may see and send (by default nothing).
     #[serde(default)]
     pub anonymous: bool,
+    /// Rate limits per source address, over all sessions of the domain from one address
+    /// (absent: none; carrier NATs put many phones behind one address). Keys as in
+    /// `rates`; a key left out takes the per-principal default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_rates: Option<RateTable>,
 }
 
 /// `[domains.rates]`: how many requests of each kind one principal may make per minute
@@ -158,7 +163,7 @@ pub struct RateTable {
 
 impl Default for RateTable {
     fn default() -> Self {
-        let core = tern_gateway_core::RateLimits::default();
+        let core = RateLimits::default();
         Self {
             messages_per_minute: core.messages_per_minute,
             subscriptions_per_minute: core.subscriptions_per_minute,
@@ -169,8 +174,8 @@ impl Default for RateTable {
 }
 
 impl RateTable {
-    fn to_limits(self) -> tern_gateway_core::RateLimits {
-        tern_gateway_core::RateLimits {
+    fn to_limits(self) -> RateLimits {
+        RateLimits {
             messages_per_minute: self.messages_per_minute,
             subscriptions_per_minute: self.subscriptions_per_minute,
             fetches_per_minute: self.fetches_per_minute,
@@ -640,11 +645,13 @@ impl DomainEntry {
                 im,
                 rates,
                 anonymous,
+                address_rates,
             }) => DomainConfig {
                 name: name.clone(),
                 presence: *presence,
                 im: *im,
                 rates: rates.to_limits(),
+                address_rates: address_rates.map_or(RateLimits::OFF, RateTable::to_limits),
                 anonymous: *anonymous,
             },
         }
@@ -779,13 +786,36 @@ mod tests {
         )
         .expect("parses");
         let hub = config.hub_config();
-        let core = tern_gateway_core::RateLimits::default();
+        let core = RateLimits::default();
         assert_eq!(hub.domains[0].rates, core);
         let iot = hub.domains[1].rates;
         assert_eq!((iot.messages_per_minute, iot.burst), (6, 2));
         assert_eq!(iot.fetches_per_minute, core.fetches_per_minute);
         let misspelt = r#"domains = [{ name = "a.example", rates = { mesages_per_minute = 1 } }]"#;
         assert!(GatewayConfig::from_toml(misspelt).is_err());
+    }
+
+    #[test]
+    fn per_address_limits_are_off_unless_a_domain_sets_them() {
+        let config = GatewayConfig::from_toml(
+            r#"
+            [[domains]]
+            name = "example.com"
+            address_rates = { fetches_per_minute = 30, burst = 5 }
+
+            [[domains]]
+            name = "example.org"
+            "#,
+        )
+        .unwrap();
+        let hub = config.hub_config();
+        assert_eq!(hub.domains[0].address_rates.fetches_per_minute, 30);
+        assert_eq!(hub.domains[0].address_rates.burst, 5);
+        assert_eq!(hub.domains[1].address_rates, RateLimits::OFF);
+        assert_eq!(
+            GatewayConfig::default().hub_config().domains[0].address_rates,
+            RateLimits::OFF
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Rate limits per principal (RFC 2778 section 5's spam and flooding; issue 5 part 8):
-//! how many messages, subscriptions and fetches one principal may make, by its domain's
-//! [`RateLimits`]. A request over a limit is answered `Limited { retry_after }` before
+//! Rate limits per principal and per source address (RFC 2778 section 5's spam and
+//! flooding; issue 5 part 8): how many messages, subscriptions and fetches one principal
+//! may make, by its domain's [`RateLimits`], and how many all sessions from one source
+//! address may make, by its domain's per-address limits (off by default). A request over a limit is answered `Limited { retry_after }` before
 //! anything else happens, so it changes nothing and costs no storage; other principals
 //! have their own buckets.
 //!
@@ -67,6 +68,14 @@ impl Limiter {
                 })
                 .collect();
             buckets.insert(domain.name.clone(), limited);
+            let by_address = [Kind::Message, Kind::Subscription, Kind::Fetch]
+                .into_iter()
+                .filter_map(|kind| {
+                    let quota = quota(&domain.address_rates, kind)?;
+                    Some((kind, RateLimiter::hashmap_with_clock(quota, clock.clone())))
+                })
+                .collect();
+            buckets.insert(format!("{}#address", domain.name), by_address);
         }
         Self {
             clock,
@@ -101,12 +110,31 @@ impl Limiter {
         }
     }
 
+    /// Counts one request of `kind` from source address `source` to `domain` at `now`,
+    /// by the domain's per-address limits.
+    pub(super) fn check_address(
+        &mut self,
+        now: Millis,
+        domain: &str,
+        source: &str,
+        kind: Kind,
+    ) -> Result<(), Duration> {
+        self.check(now, &address_key(source, domain), kind)
+    }
+
     /// Forgets buckets that are full again (idle principals), to bound memory.
     pub(super) fn shrink(&mut self) {
         for (_, bucket) in self.buckets.values().flatten() {
             bucket.retain_recent();
         }
     }
+}
+
+/// The key of a source address's bucket: its "domain" (after the `@`) is the domain's
+/// per-address table, which no real domain name can collide with (`#` is not allowed
+/// in domain names).
+fn address_key(source: &str, domain: &str) -> String {
+    format!("{source}@{domain}#address")
 }
 
 fn quota(rates: &RateLimits, kind: Kind) -> Option<Quota> {
@@ -152,6 +180,25 @@ mod tests {
         // After the wait, one more goes.
         assert_eq!(l.check(2_000, "a@example.com", Kind::Message), Ok(()));
         assert!(l.check(2_000, "a@example.com", Kind::Message).is_err());
+    }
+
+    #[test]
+    fn a_source_address_has_its_own_budget_across_principals() {
+        let mut domain = DomainConfig::new("example.com");
+        domain.rates = RateLimits::OFF;
+        domain.address_rates = RateLimits {
+            fetches_per_minute: 60,
+            burst: 2,
+            ..RateLimits::OFF
+        };
+        let mut l = Limiter::new(&[domain]);
+        let from = |l: &mut Limiter, source| l.check_address(0, "example.com", source, Kind::Fetch);
+        assert_eq!(from(&mut l, "10.0.0.1"), Ok(()));
+        assert_eq!(from(&mut l, "10.0.0.1"), Ok(()));
+        assert!(from(&mut l, "10.0.0.1").is_err());
+        assert_eq!(from(&mut l, "10.0.0.2"), Ok(()));
+        // Principals themselves are unlimited here.
+        assert_eq!(l.check(0, "a@example.com", Kind::Fetch), Ok(()));
     }
 
     #[test]

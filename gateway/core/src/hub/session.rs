@@ -395,6 +395,8 @@ impl Hub {
     /// Whether a request of `kind` puts `user` over a rate limit; if so it is answered
     /// `Limited` and must go no further.
     /// Anonymous peers have no identity to count by: their source address is theirs.
+    /// Every session's requests also count against its source address's budget, where
+    /// the domain sets one.
     fn limited(&mut self, now: Millis, conn: ConnId, user: &str, req: ReqId, kind: Kind) -> bool {
         let key = match self.sources.get(&conn) {
             Some(source) if crate::access::is_anonymous(user) => {
@@ -403,7 +405,15 @@ impl Hub {
             }
             _ => Cow::Borrowed(user),
         };
-        let Err(wait) = self.limiter.check(now, &key, kind) else {
+        let domain = user.rsplit_once('@').map_or("", |(_, d)| d);
+        let by_address = |limiter: &mut super::limits::Limiter, source: Option<&String>| {
+            source.map_or(Ok(()), |s| limiter.check_address(now, domain, s, kind))
+        };
+        let checked = self
+            .limiter
+            .check(now, &key, kind)
+            .and_then(|()| by_address(&mut self.limiter, self.sources.get(&conn)));
+        let Err(wait) = checked else {
             return false;
         };
         let retry_after = u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX);

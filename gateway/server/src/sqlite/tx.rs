@@ -925,21 +925,24 @@ mod tests {
         assert_eq!(store.read(|s| s.subscriptions()).unwrap(), vec![]);
     }
 
+    /// SQLite's plan for `sql` (one `?1` parameter), its steps joined by `; `.
+    fn query_plan(store: &SqliteStore, sql: &str) -> String {
+        let mut stmt = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let rows = stmt
+            .query_map(["x"], |row| row.get::<_, String>(3))
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
     #[test]
     fn subscription_lookups_read_only_their_index() {
         // The hub reads both directions at every login: no table scan, no sort, and no
         // lookup into the table for the slot.
         let (_d, store) = open();
-        let plan = |sql: &str| -> String {
-            let mut stmt = store
-                .conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap();
-            let rows = stmt
-                .query_map(["x"], |row| row.get::<_, String>(3))
-                .unwrap();
-            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
-        };
+        let plan = |sql: &str| query_plan(&store, sql);
         let of = plan("SELECT target, slot FROM subscriptions WHERE watcher = ?1 ORDER BY slot");
         assert!(of.contains("COVERING INDEX subscriptions_slot"), "{of}");
         let watchers =
@@ -1521,16 +1524,7 @@ mod tests {
     #[test]
     fn request_and_admin_log_lookups_use_their_indexes() {
         let (_d, store) = open();
-        let plan = |sql: &str| -> String {
-            let mut stmt = store
-                .conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap();
-            let rows = stmt
-                .query_map(["x"], |row| row.get::<_, String>(3))
-                .unwrap();
-            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
-        };
+        let plan = |sql: &str| query_plan(&store, sql);
         let to =
             plan("SELECT watcher, target, at FROM requests WHERE target = ?1 ORDER BY at, watcher");
         assert!(to.contains("COVERING INDEX requests_target"), "{to}");

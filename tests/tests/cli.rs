@@ -392,6 +392,17 @@ async fn rules_requests_blocks_and_the_administrator_from_the_command_line() {
         String::from_utf8(out.stdout).expect("utf-8")
     };
     assert!(admin(&["watchers", alice]).contains(bob));
+    let presence = gw.data_dir().join("presence.json");
+    let json = r#"{"tuples": [{"id": "desk", "basic": "Open", "availability": null,
+        "contact": null, "note": "set by the administrator", "at": null, "ext": []}],
+        "card": []}"#;
+    std::fs::write(&presence, json).expect("presence file");
+    admin(&[
+        "set-presence",
+        alice,
+        presence.to_str().expect("utf-8 path"),
+    ]);
+    assert!(admin(&["presence", alice]).contains("set by the administrator"));
     admin(&["cancel", alice, bob]);
     // Alice's presence came after the grant; the cancellation follows it.
     let cancelled = std::iter::repeat_with(|| next_line(&lines))

@@ -33,7 +33,7 @@ use tern_gateway_core::{AdminRecord, StoreError};
 use tern_wire::addr::{Address, normalise_domain};
 use tern_wire::codec::{self, FrameBuf};
 use tern_wire::{
-    AdminOp, Basic, Down, ErrorCode, Operate, PresenceDoc, Rules, SubState, Up, VERSION,
+    AdminOp, Basic, Down, ErrorCode, Operate, Presence, PresenceDoc, Rules, SubState, Up, VERSION,
 };
 
 /// The `tracing` target of administrator actions, here and in the gateway.
@@ -88,6 +88,14 @@ pub(crate) enum AdminError {
     #[error("rules {origin}: {source}")]
     Rules {
         /// Where the rules came from.
+        origin: String,
+        /// What is wrong.
+        source: serde_json::Error,
+    },
+    /// A presence file is not valid JSON for `tern_wire::Presence`.
+    #[error("presence {origin}: {source}")]
+    Presence {
+        /// Where the presence came from.
         origin: String,
         /// What is wrong.
         source: serde_json::Error,
@@ -255,6 +263,22 @@ pub(crate) fn rules_json(rules: &Rules) -> String {
 
 /// Reads a rules file (`-`: standard input).
 pub(crate) fn read_rules(path: &Path) -> Result<Rules, AdminError> {
+    let (text, shown) = read_input(path)?;
+    parse_rules(&text, &shown)
+}
+
+/// Reads a presence file (`-`: standard input): the JSON form of `tern_wire::Presence`
+/// (`{"tuples": [...], "card": [...]}`).
+pub(crate) fn read_presence(path: &Path) -> Result<Presence, AdminError> {
+    let (text, shown) = read_input(path)?;
+    serde_json::from_str(&text).map_err(|source| AdminError::Presence {
+        origin: shown,
+        source,
+    })
+}
+
+/// A file's text (`-`: standard input), with its name for errors.
+fn read_input(path: &Path) -> Result<(String, String), AdminError> {
     let shown = path.display().to_string();
     let read_error = |source| AdminError::Read {
         path: shown.clone(),
@@ -265,7 +289,7 @@ pub(crate) fn read_rules(path: &Path) -> Result<Rules, AdminError> {
     } else {
         std::fs::read_to_string(path).map_err(read_error)?
     };
-    parse_rules(&text, &shown)
+    Ok((text, shown))
 }
 
 /// A principal of the administered domain, normalised; anything else is refused before
@@ -297,6 +321,8 @@ pub(crate) enum Request {
     SetRules(Rules),
     /// Its presence.
     GetPresence,
+    /// Replaces its presence, as its own publish would.
+    SetPresence(Presence),
     /// Ends one watcher's subscription to it.
     Cancel(String),
 }
@@ -312,6 +338,7 @@ impl Request {
             Self::GetRules => AdminOp::GetRules,
             Self::SetRules(rules) => AdminOp::SetRules(rules.clone()),
             Self::GetPresence => AdminOp::GetPresence,
+            Self::SetPresence(presence) => AdminOp::SetPresence(presence.clone()),
             Self::Cancel(watcher) => AdminOp::Cancel(watcher.clone()),
         }
     }
@@ -362,7 +389,7 @@ pub(crate) fn render(request: &Request, user: &str, answer: Down) -> Result<Stri
         (Request::GetPresence, Down::Versioned { version, doc, .. }) => {
             out = presence_lines(user, version, &doc);
         }
-        (Request::SetRules(_) | Request::Cancel(_), Down::Ok { .. }) => {}
+        (Request::SetRules(_) | Request::SetPresence(_) | Request::Cancel(_), Down::Ok { .. }) => {}
         (_, other) => return Err(unexpected(&other)),
     }
     Ok(out)

@@ -178,6 +178,16 @@ enum AdminCommand {
         /// The principal.
         user: String,
     },
+    /// Replace a principal's presence with the one in a JSON file (`-`: standard input),
+    /// as its own publish would (JSON: `{"tuples": [{"id": "phone", "basic": "Open",
+    /// ...}], "card": []}`, see docs/operator.md).
+    SetPresence {
+        /// The principal.
+        user: String,
+        /// The presence.
+        #[arg(value_name = "FILE.json")]
+        file: PathBuf,
+    },
     /// End one watcher's subscription to a principal's presentity.
     Cancel {
         /// The principal.
@@ -372,6 +382,10 @@ fn admin_command(args: AdminArgs) -> anyhow::Result<()> {
             (user, admin::Request::SetRules(admin::read_rules(file)?))
         }
         AdminCommand::Presence { user } => (user, admin::Request::GetPresence),
+        AdminCommand::SetPresence { user, file } => (
+            user,
+            admin::Request::SetPresence(admin::read_presence(file)?),
+        ),
         AdminCommand::Cancel { user, watcher } => {
             let watcher = users::normalise(watcher)?.into_string();
             (user, admin::Request::Cancel(watcher))
@@ -407,6 +421,7 @@ fn admin_command(args: AdminArgs) -> anyhow::Result<()> {
     stdout.flush()?;
     match &request {
         admin::Request::SetRules(_) => eprintln!("replaced the rules of {user}"),
+        admin::Request::SetPresence(_) => eprintln!("replaced the presence of {user}"),
         admin::Request::Cancel(watcher) => {
             eprintln!("ended {watcher}'s subscription to {user}, if there was one");
         }

@@ -393,26 +393,25 @@ impl Hub {
     }
 
     /// Whether a request of `kind` puts `user` over a rate limit; if so it is answered
-    /// `Limited` and must go no further.
-    /// Anonymous peers have no identity to count by: their source address is theirs.
-    /// Every session's requests also count against its source address's budget, where
-    /// the domain sets one.
+    /// `Limited` and must go no further. Anonymous peers have no identity to count by:
+    /// their source address stands for it. Every session's requests also count against
+    /// its source address's budget, where the domain sets one.
     fn limited(&mut self, now: Millis, conn: ConnId, user: &str, req: ReqId, kind: Kind) -> bool {
-        let key = match self.sources.get(&conn) {
+        let domain = user.rsplit_once('@').map_or("", |(_, d)| d);
+        let source = self.sources.get(&conn);
+        let key = match source {
             Some(source) if crate::access::is_anonymous(user) => {
-                let domain = user.rsplit_once('@').map_or("", |(_, d)| d);
                 Cow::Owned(format!("anonymous+{source}@{domain}"))
             }
             _ => Cow::Borrowed(user),
         };
-        let domain = user.rsplit_once('@').map_or("", |(_, d)| d);
-        let by_address = |limiter: &mut super::limits::Limiter, source: Option<&String>| {
-            source.map_or(Ok(()), |s| limiter.check_address(now, domain, s, kind))
-        };
         let checked = self
             .limiter
             .check(now, &key, kind)
-            .and_then(|()| by_address(&mut self.limiter, self.sources.get(&conn)));
+            .and_then(|()| match source {
+                Some(source) => self.limiter.check_address(now, domain, source, kind),
+                None => Ok(()),
+            });
         let Err(wait) = checked else {
             return false;
         };

@@ -26,7 +26,13 @@ import kotlinx.coroutines.flow.update
 import kotlinx.coroutines.launch
 
 /** How a buddy's dot is coloured. */
-enum class Dot { AVAILABLE, AWAY, BUSY, OFFLINE, PENDING }
+enum class Dot(val label: String) {
+    AVAILABLE("available"),
+    AWAY("away"),
+    BUSY("busy"),
+    OFFLINE("offline"),
+    PENDING("request pending"),
+}
 
 /** One row of the buddy list. */
 data class Buddy(val address: String, val dot: Dot, val note: String?)

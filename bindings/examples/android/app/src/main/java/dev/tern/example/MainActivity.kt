@@ -41,6 +41,8 @@ import androidx.compose.ui.Alignment
 import androidx.compose.ui.Modifier
 import androidx.compose.ui.draw.clip
 import androidx.compose.ui.graphics.Color
+import androidx.compose.ui.semantics.clearAndSetSemantics
+import androidx.compose.ui.semantics.semantics
 import androidx.compose.ui.unit.dp
 
 class MainActivity : ComponentActivity() {
@@ -104,15 +106,23 @@ fun TernScreen(model: ChatModel) {
 fun BuddyList(buddies: List<Buddy>, onOpen: (String) -> Unit) {
     LazyColumn(Modifier.fillMaxSize()) {
         items(buddies, key = { it.address }) { buddy ->
+            // Presence is never colour alone: the dot has a word beside it, and TalkBack
+            // reads the row as one item ("bob@example.com, away, at lunch").
             Row(
-                Modifier.fillMaxWidth().clickable { onOpen(buddy.address) }.padding(16.dp),
+                Modifier.fillMaxWidth()
+                    .clickable { onOpen(buddy.address) }
+                    .semantics(mergeDescendants = true) {}
+                    .padding(16.dp),
                 verticalAlignment = Alignment.CenterVertically,
             ) {
                 PresenceDot(buddy.dot)
                 Spacer(Modifier.width(12.dp))
                 Column {
                     Text(buddy.address, style = MaterialTheme.typography.bodyLarge)
-                    buddy.note?.let { Text(it, style = MaterialTheme.typography.bodySmall) }
+                    Text(
+                        listOfNotNull(buddy.dot.label, buddy.note).joinToString(", "),
+                        style = MaterialTheme.typography.bodySmall,
+                    )
                 }
             }
         }
@@ -129,7 +139,8 @@ fun PresenceDot(dot: Dot) {
             Dot.OFFLINE -> Color(0xFF9E9E9E)
             Dot.PENDING -> Color(0xFF90CAF9)
         }
-    Spacer(Modifier.size(12.dp).clip(CircleShape).background(color))
+    // Decorative: the word next to it carries the meaning for screen readers.
+    Spacer(Modifier.size(12.dp).clip(CircleShape).background(color).clearAndSetSemantics {})
 }
 
 @Composable

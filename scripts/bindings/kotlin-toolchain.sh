@@ -36,19 +36,10 @@ LOCK="$CACHE.lock"
 JNA_JAR=/usr/share/java/jna.jar
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 
-say() { printf 'kotlin-toolchain: %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+SCRIPT_NAME=kotlin-toolchain
+# shellcheck source=scripts/bindings/common.sh
+source "$(dirname "$SELF")/common.sh"
 
-# Runs a step with its output in $LOG; on failure prints the log's tail and exits.
-quietly() {
-  if ! "$@" >>"$LOG" 2>&1; then
-    say "failed: $*"
-    tail -n 40 "$LOG" >&2
-    exit 1
-  fi
-}
 
 APT_UPDATED=
 apt_install() {

@@ -22,9 +22,9 @@ cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
 case "$target" in /*) ;; *) target="$root/$target" ;; esac
 
-say() { printf 'kotlin.sh: %s\n' "$*" >&2; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+SCRIPT_NAME=kotlin.sh
+# shellcheck source=scripts/bindings/common.sh
+source "$root/scripts/bindings/common.sh"
 t_all=$(now)
 
 # 1. Toolchain.

@@ -57,19 +57,10 @@ LOG="$CHROOT.log"
 LOCK="$CHROOT.lock"
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 
-say() { printf 'swift-toolchain: %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+SCRIPT_NAME=swift-toolchain
+# shellcheck source=scripts/bindings/common.sh
+source "$(dirname "$SELF")/common.sh"
 
-# Runs a step with its output in $LOG; on failure prints the log's tail and exits.
-quietly() {
-  if ! "$@" >>"$LOG" 2>&1; then
-    say "failed: $*"
-    tail -n 40 "$LOG" >&2
-    exit 1
-  fi
-}
 
 # Runs CMD as a child that keeps our stdin, passes INT/TERM/HUP on to it as TERM (so our
 # EXIT trap runs as soon as it ends, not after it), and returns its status.

@@ -38,15 +38,15 @@ toolchain="$root/scripts/bindings/swift-toolchain.sh"
 work="$target/swift-bindings"
 timeout_s="${TERN_SWIFT_TIMEOUT:-180}"
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
-say() { printf 'swift.sh: %s\n' "$*" >&2; }
+SCRIPT_NAME=swift.sh
+# shellcheck source=scripts/bindings/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 total_start=$(now)
 
 # 1. The toolchain.
 t=$(now)
 "$toolchain" setup
-say "toolchain ready ($(since "$t"))"
+say "toolchain ready ($(elapsed "$t"))"
 
 # 2. The library, the gateway and the generated bindings.
 t=$(now)
@@ -57,7 +57,7 @@ for f in Tern.swift ternFFI.h ternFFI.modulemap; do
 done
 lib="$target/debug/libtern_ffi.so"
 [[ -f "$lib" ]] || { say "error: no $lib"; exit 1; }
-say "built and generated the bindings ($(since "$t"))"
+say "built and generated the bindings ($(elapsed "$t"))"
 
 # 3. The gateway, on the host.
 # shellcheck source=scripts/bindings/gateway.sh
@@ -65,7 +65,7 @@ source "$root/scripts/bindings/gateway.sh"
 trap tern_gateway_stop EXIT
 t=$(now)
 tern_gateway_start >&2
-say "gateway started ($(since "$t"))"
+say "gateway started ($(elapsed "$t"))"
 
 # 4. The work directory, laid out for swiftc:
 #   include/ternFFI.h, include/module.modulemap   the C module ternFFI (-I include)
@@ -95,7 +95,7 @@ t=$(now)
     -D TERN_SINGLE_MODULE -D TERN_XCTMAIN \
     -I include -L lib -ltern_ffi \
     "${sources[@]}" -o TernTests
-say "compiled the Swift module and its tests ($(since "$t"))"
+say "compiled the Swift module and its tests ($(elapsed "$t"))"
 
 # 5b. The iOS example's model (bindings/examples/ios/TernDemo/TernModel.swift: no
 # SwiftUI, no Network) type-checked against Tern built as a module of its own, as an
@@ -114,7 +114,7 @@ t=$(now)
     -I include -L lib -ltern_ffi "${module_sources[@]}" -o module/libTern.so
 "$toolchain" run "$work" -- swiftc -swift-version 6 -typecheck -I module -I include \
     example/TernModel.swift
-say "type-checked the iOS example's model against the Tern module ($(since "$t"))"
+say "type-checked the iOS example's model against the Tern module ($(elapsed "$t"))"
 
 # 6. Run inside the chroot, bounded.
 run_env=(
@@ -132,10 +132,10 @@ timeout --kill-after=10 "$timeout_s" \
 if [[ $status -eq 124 || $status -eq 137 ]]; then
     say "error: the test program did not finish within ${timeout_s}s"
 fi
-say "ran the tests ($(since "$t"), exit $status)"
+say "ran the tests ($(elapsed "$t"), exit $status)"
 if [[ $status -ne 0 ]]; then
     say "the gateway's log:"
     tail -n 40 "$TERN_DATA_DIR/gateway.log" >&2 || true
 fi
-say "total $(since "$total_start")"
+say "total $(elapsed "$total_start")"
 exit "$status"

@@ -5,7 +5,7 @@
 //! anything else happens, so it changes nothing and costs no storage; other principals
 //! have their own buckets.
 //!
-//! The buckets are governor's GCRA, keyed by principal, on a clock this module advances
+//! The buckets are governor's GCRA, keyed by principal or source address, on a clock this module advances
 //! to the hub's `now`: the core still reads no clock, and tests control time.
 //!
 //! This module owns the buckets and the decision; it knows nothing of sessions or frames.
@@ -37,20 +37,29 @@ type Bucket = RateLimiter<
     NoOpMiddleware<<FakeRelativeClock as Clock>::Instant>,
 >;
 
+/// One bucket per limited kind, keyed by whoever is counted.
+type Buckets = Vec<(Kind, Bucket)>;
+
+/// A domain's buckets: per principal, and per source address.
+struct Table {
+    principals: Buckets,
+    addresses: Buckets,
+}
+
 /// The buckets of every domain and kind.
 pub(super) struct Limiter {
     clock: FakeRelativeClock,
     /// The hub time the clock stands at.
     at: Millis,
-    /// Domain → its buckets, one per kind that is limited.
-    buckets: HashMap<String, Vec<(Kind, Bucket)>>,
+    /// Domain → its buckets.
+    tables: HashMap<String, Table>,
 }
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
             .field("at", &self.at)
-            .field("buckets", &self.buckets.len())
+            .field("domains", &self.tables.len())
             .finish()
     }
 }
@@ -58,29 +67,29 @@ impl std::fmt::Debug for Limiter {
 impl Limiter {
     pub(super) fn new(domains: &[DomainConfig]) -> Self {
         let clock = FakeRelativeClock::default();
-        let mut buckets = HashMap::new();
-        for domain in domains {
-            let limited = [Kind::Message, Kind::Subscription, Kind::Fetch]
+        let buckets = |rates: &RateLimits| -> Buckets {
+            [Kind::Message, Kind::Subscription, Kind::Fetch]
                 .into_iter()
                 .filter_map(|kind| {
-                    let quota = quota(&domain.rates, kind)?;
+                    let quota = quota(rates, kind)?;
                     Some((kind, RateLimiter::hashmap_with_clock(quota, clock.clone())))
                 })
-                .collect();
-            buckets.insert(domain.name.clone(), limited);
-            let by_address = [Kind::Message, Kind::Subscription, Kind::Fetch]
-                .into_iter()
-                .filter_map(|kind| {
-                    let quota = quota(&domain.address_rates, kind)?;
-                    Some((kind, RateLimiter::hashmap_with_clock(quota, clock.clone())))
-                })
-                .collect();
-            buckets.insert(format!("{}#address", domain.name), by_address);
-        }
+                .collect()
+        };
+        let tables = domains
+            .iter()
+            .map(|domain| {
+                let table = Table {
+                    principals: buckets(&domain.rates),
+                    addresses: buckets(&domain.address_rates),
+                };
+                (domain.name.clone(), table)
+            })
+            .collect();
         Self {
             clock,
             at: 0,
-            buckets,
+            tables,
         }
     }
 
@@ -92,22 +101,8 @@ impl Limiter {
         principal: &str,
         kind: Kind,
     ) -> Result<(), Duration> {
-        if now > self.at {
-            self.clock.advance(Duration::from_millis(now - self.at));
-            self.at = now;
-        }
         let domain = principal.rsplit_once('@').map_or("", |(_, d)| d);
-        let bucket = self
-            .buckets
-            .get(domain)
-            .and_then(|b| b.iter().find(|(k, _)| *k == kind));
-        let Some((_, bucket)) = bucket else {
-            return Ok(());
-        };
-        match bucket.check_key(&principal.to_string()) {
-            Ok(()) => Ok(()),
-            Err(not_until) => Err(not_until.wait_time_from(self.clock.now())),
-        }
+        self.count(now, domain, |t| &t.principals, principal, kind)
     }
 
     /// Counts one request of `kind` from source address `source` to `domain` at `now`,
@@ -119,22 +114,43 @@ impl Limiter {
         source: &str,
         kind: Kind,
     ) -> Result<(), Duration> {
-        self.check(now, &address_key(source, domain), kind)
+        self.count(now, domain, |t| &t.addresses, source, kind)
+    }
+
+    /// Counts one request of `kind` by `key` in the buckets `pick` chooses of `domain`.
+    fn count(
+        &mut self,
+        now: Millis,
+        domain: &str,
+        pick: impl Fn(&Table) -> &Buckets,
+        key: &str,
+        kind: Kind,
+    ) -> Result<(), Duration> {
+        if now > self.at {
+            self.clock.advance(Duration::from_millis(now - self.at));
+            self.at = now;
+        }
+        let bucket = self
+            .tables
+            .get(domain)
+            .and_then(|t| pick(t).iter().find(|(k, _)| *k == kind));
+        let Some((_, bucket)) = bucket else {
+            return Ok(());
+        };
+        match bucket.check_key(&key.to_string()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => Err(not_until.wait_time_from(self.clock.now())),
+        }
     }
 
     /// Forgets buckets that are full again (idle principals), to bound memory.
     pub(super) fn shrink(&mut self) {
-        for (_, bucket) in self.buckets.values().flatten() {
-            bucket.retain_recent();
+        for table in self.tables.values() {
+            for (_, bucket) in table.principals.iter().chain(&table.addresses) {
+                bucket.retain_recent();
+            }
         }
     }
-}
-
-/// The key of a source address's bucket: its "domain" (after the `@`) is the domain's
-/// per-address table, which no real domain name can collide with (`#` is not allowed
-/// in domain names).
-fn address_key(source: &str, domain: &str) -> String {
-    format!("{source}@{domain}#address")
 }
 
 fn quota(rates: &RateLimits, kind: Kind) -> Option<Quota> {

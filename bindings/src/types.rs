@@ -592,6 +592,8 @@ pub enum Decision {
     Ask,
     /// Polite blocking: told it was granted, sees a presentity that never published.
     Polite,
+    /// May fetch (with the rule's view) but not subscribe; a subscription is refused.
+    FetchOnly,
 }
 
 impl From<tern_client::Decision> for Decision {
@@ -601,6 +603,7 @@ impl From<tern_client::Decision> for Decision {
             tern_client::Decision::Deny => Self::Deny,
             tern_client::Decision::Ask => Self::Ask,
             tern_client::Decision::Polite => Self::Polite,
+            tern_client::Decision::FetchOnly => Self::FetchOnly,
         }
     }
 }
@@ -612,6 +615,7 @@ impl From<Decision> for tern_client::Decision {
             Decision::Deny => Self::Deny,
             Decision::Ask => Self::Ask,
             Decision::Polite => Self::Polite,
+            Decision::FetchOnly => Self::FetchOnly,
         }
     }
 }

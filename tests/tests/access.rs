@@ -974,3 +974,40 @@ async fn principals_behind_one_address_share_its_budget_and_others_are_unaffecte
         Down::Presence { .. }
     ));
 }
+
+/// 2.3.1 apart from 2.3.2: a principal lets a poller observe its presence (in a view)
+/// without letting it subscribe; the poller is told when it tries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_may_be_allowed_to_fetch_but_not_to_subscribe() {
+    let (gw, [a, b, _]) = world().await;
+    let mut alice = login(&gw, ALICE, &a).await;
+    publish(&mut alice, "in a meeting").await;
+    let poller = PresenceRule {
+        view: Some(View {
+            hide: View::NOTE,
+            ..View::default()
+        }),
+        ..rule(Who::User(BOB.into()), Decision::FetchOnly)
+    };
+    set_rules(&mut alice, presence_rules(vec![poller])).await;
+    let mut bob = login(&gw, BOB, &b).await;
+    assert!(refused(&answer(&mut bob, subscribe(ALICE)).await));
+    match answer(&mut bob, fetch(ALICE)).await {
+        Down::Presence { doc, .. } => {
+            assert_eq!(doc.presence.tuples.len(), 1);
+            assert_eq!(doc.presence.tuples[0].note, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    let poll = Up::FetchIf {
+        req: 12,
+        target: ALICE.into(),
+        version: 0,
+    };
+    assert!(matches!(
+        answer(&mut bob, poll).await,
+        Down::Versioned { .. }
+    ));
+    let (list, _) = ask(&mut alice, Up::Watchers { req: 5 }).await;
+    assert!(matches!(list, Down::Watchers { subscribers, .. } if subscribers.is_empty()));
+}

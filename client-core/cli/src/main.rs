@@ -310,6 +310,8 @@ enum DecisionArg {
     Ask,
     /// It is told it was granted, and sees a presence that never changes.
     Polite,
+    /// It may fetch your presence (poll) but not subscribe; a subscription is refused.
+    FetchOnly,
 }
 
 impl From<DecisionArg> for Decision {
@@ -319,6 +321,7 @@ impl From<DecisionArg> for Decision {
             DecisionArg::Deny => Self::Deny,
             DecisionArg::Ask => Self::Ask,
             DecisionArg::Polite => Self::Polite,
+            DecisionArg::FetchOnly => Self::FetchOnly,
         }
     }
 }

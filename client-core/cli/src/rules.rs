@@ -50,6 +50,14 @@ pub(crate) enum RulesCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Let WHO fetch (poll) your presence, all of it or a view, but not subscribe: its
+    /// subscription is refused and an existing one cancelled.
+    FetchOnly {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        view: ViewArgs,
+    },
     /// Remove every presence rule for WHO: back to the default (authenticated watchers
     /// allowed, anonymous ones denied).
     Remove {
@@ -127,6 +135,14 @@ pub(crate) struct ViewArgs {
     tuples: Option<TupleIds>,
 }
 
+impl ViewArgs {
+    /// The view these options describe; `None` for the whole document.
+    fn into_view(self) -> Option<tern_client::View> {
+        let tuples = self.tuples.map(|t| t.0).unwrap_or_default();
+        rules_edit::view(tuples, self.hide.unwrap_or(0), self.view_status)
+    }
+}
+
 /// Tuple ids given on the command line (a newtype: clap reads `Option<Vec<_>>` as a
 /// repeated flag).
 #[derive(Debug, Clone)]
@@ -184,9 +200,10 @@ impl Edit {
         match command {
             RulesCommand::Show | RulesCommand::Set { .. } => Ok(None),
             RulesCommand::Allow { target, view } => {
-                let tuples = view.tuples.map(|t| t.0).unwrap_or_default();
-                let view = rules_edit::view(tuples, view.hide.unwrap_or(0), view.view_status);
-                presence(Decision::Allow, target, view)
+                presence(Decision::Allow, target, view.into_view())
+            }
+            RulesCommand::FetchOnly { target, view } => {
+                presence(Decision::FetchOnly, target, view.into_view())
             }
             RulesCommand::Deny { target } => presence(Decision::Deny, target, None),
             RulesCommand::Ask { target } => presence(Decision::Ask, target, None),

@@ -42,6 +42,11 @@ pub enum Decision {
     /// presentity that never published and never changes; the gateway spends nothing
     /// on it.
     Polite,
+    /// 4: the watcher may fetch (and poll), with the rule's view, but not subscribe: a
+    /// `Subscribe` is refused (the watcher is told), and an existing subscription is
+    /// cancelled. RFC 2779 keeps who may observe (2.3.1) apart from who may subscribe
+    /// (2.3.2).
+    FetchOnly,
 }
 
 /// What part of the document a watcher sees.

@@ -1110,6 +1110,7 @@ fn rules_parts() {
     part(&Decision::Deny, "01");
     part(&Decision::Ask, "02");
     part(&Decision::Polite, "03");
+    part(&Decision::FetchOnly, "04");
 
     part(&Delivery::Accept, "00");
     part(&Delivery::Refuse, "01");

@@ -1235,6 +1235,7 @@ mod access {
             Just(Decision::Deny),
             Just(Decision::Ask),
             Just(Decision::Polite),
+            Just(Decision::FetchOnly),
         ]
     }
 

@@ -190,6 +190,24 @@ pub fn delegated(rules: &Rules, peer: &str, rights: u8) -> bool {
         .any(|d| d.who.as_str() == peer && d.rights & rights == rights)
 }
 
+/// What a decision and its view leave of a document: the view when allowed (to
+/// subscribe or to fetch only, or when a granted subscription stays under *ask*),
+/// nothing when denied or politely blocked.
+pub fn shown<'a>(
+    decision: Decision,
+    view: Option<&View>,
+    presence: &'a Presence,
+) -> std::borrow::Cow<'a, Presence> {
+    use std::borrow::Cow;
+    match (decision, view) {
+        (Decision::Allow | Decision::Ask | Decision::FetchOnly, None) => Cow::Borrowed(presence),
+        (Decision::Allow | Decision::Ask | Decision::FetchOnly, Some(view)) => {
+            Cow::Owned(apply_view(view, presence))
+        }
+        (Decision::Deny | Decision::Polite, _) => Cow::Owned(Presence::default()),
+    }
+}
+
 /// The document as a view shows it.
 pub fn apply_view(view: &View, presence: &Presence) -> Presence {
     let tuples = presence

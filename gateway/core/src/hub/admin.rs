@@ -157,8 +157,8 @@ impl Hub {
                 self.send(conn, Down::Versioned { req, version, doc });
                 Ok(())
             }
-            AdminOp::SetPresence(_) if !record.presentity => {
-                let text = "this principal has no presentity";
+            AdminOp::SetPresence(_) if !record.presentity || !self.presence_enabled(&user) => {
+                let text = "this principal has no presentity, or presence is off";
                 self.fail(conn, req, ErrorCode::SERVICE_DISABLED, text);
                 Ok(())
             }

@@ -194,6 +194,11 @@ impl Hub {
                 self.fail(conn, req, ErrorCode::REFUSED, REFUSED);
                 return Ok(());
             }
+            Decision::FetchOnly => {
+                let text = "the presentity's rules let you fetch its presence, not subscribe";
+                self.fail(conn, req, ErrorCode::REFUSED, text);
+                return Ok(());
+            }
             // Ask gates new subscriptions only: an existing one stays granted.
             Decision::Ask if !already => return self.ask(conn, user, req, &target, store),
             Decision::Ask | Decision::Allow | Decision::Polite => {}
@@ -491,7 +496,7 @@ impl Hub {
         self.fetches.record(self.now, window, presentity, &fetcher);
     }
 
-    fn presence_enabled(&self, user: &str) -> bool {
+    pub(super) fn presence_enabled(&self, user: &str) -> bool {
         let domain = user.rsplit_once('@').map_or("", |(_, d)| d);
         self.config.domain(domain).is_some_and(|d| d.presence)
     }

@@ -5,7 +5,7 @@
 //! The decisions themselves are [`crate::access`]'s; this module owns the rules held in
 //! memory (all of them, loaded at start and written through), the timers of time-based
 //! rules, and what a change of decision does to subscriptions and sessions. It never
-//! builds batches (the synchronisation module does, asking [`Hub::visible`]).
+//! builds batches (the synchronisation module does, with [`access::shown`]).
 
 use std::borrow::Cow;
 
@@ -81,34 +81,24 @@ impl Hub {
         }
     }
 
-    /// The document as `watcher` may see it: its view when allowed, nothing otherwise.
-    /// Applied before any diff or cache, so no delta ever carries what the watcher may
-    /// not see (RFC 2779 3.3.3).
-    pub(super) fn visible<'a>(&self, watcher: &str, doc: &'a PresenceDoc) -> Cow<'a, Presence> {
-        let grant = self.grant(&doc.presentity, watcher);
-        match (grant.decision, grant.view) {
-            (Decision::Allow | Decision::Ask, None) => Cow::Borrowed(&doc.presence),
-            (Decision::Allow | Decision::Ask, Some(view)) => {
-                Cow::Owned(access::apply_view(view, &doc.presence))
-            }
-            (Decision::Deny | Decision::Polite, _) => Cow::Owned(Presence::default()),
-        }
-    }
-
-    /// The versioned document as `watcher` sees it: politely blocked watchers see a
-    /// presentity that never published.
-    pub(super) fn seen(&self, watcher: &str, current: Versioned) -> Versioned {
-        if self.grant(&current.doc.presentity, watcher).decision == Decision::Polite {
+    /// The versioned document as `watcher` sees it: its view when allowed, a presentity
+    /// that never published when politely blocked. Applied before any diff or cache
+    /// (batches apply the same [`access::shown`] with the grant they already hold), so no
+    /// notification or delta ever carries what the watcher may not see (RFC 2779 3.3.3).
+    pub(super) fn seen(&self, watcher: &str, mut current: Versioned) -> Versioned {
+        let grant = self.grant(&current.doc.presentity, watcher);
+        if grant.decision == Decision::Polite {
             return blank(&current.doc.presentity);
         }
-        let presence = self.visible(watcher, &current.doc).into_owned();
-        Versioned {
-            version: current.version,
-            doc: PresenceDoc {
-                presence,
-                ..current.doc
-            },
+        // The whole document, when the watcher may see it all, is not copied.
+        let viewed = match access::shown(grant.decision, grant.view, &current.doc.presence) {
+            Cow::Owned(presence) => Some(presence),
+            Cow::Borrowed(_) => None,
+        };
+        if let Some(presence) = viewed {
+            current.doc.presence = presence;
         }
+        current
     }
 
     /// `Up::GetRules`.
@@ -331,7 +321,8 @@ impl Hub {
 
     /// What `owner`'s watchers may see changed: a new version of the document (the
     /// rules' epoch: no delta spans it), cancelled subscriptions for watchers now
-    /// denied, decided requests, and the new views sent to everyone else.
+    /// denied or allowed to fetch only, decided requests, and the new views sent to
+    /// everyone else.
     fn rules_changed(&mut self, owner: &str, store: &mut dyn Store) -> Result<(), StoreError> {
         let current = self.current_doc(owner, store)?;
         let bumped = Versioned {
@@ -349,7 +340,8 @@ impl Hub {
         store.put_rules(owner, &stored)?;
         let watchers: Vec<String> = self.rosters.watchers(owner).map(String::from).collect();
         for watcher in watchers {
-            if self.grant(owner, &watcher).decision == Decision::Deny {
+            let decision = self.grant(owner, &watcher).decision;
+            if matches!(decision, Decision::Deny | Decision::FetchOnly) {
                 self.end_subscription(&watcher, owner, SubState::Cancelled, store)?;
             }
         }
@@ -358,7 +350,7 @@ impl Hub {
         for request in store.requests_to(owner)? {
             match self.grant(owner, &request.watcher).decision {
                 Decision::Ask => {}
-                Decision::Deny => {
+                Decision::Deny | Decision::FetchOnly => {
                     store.remove_request(&request.watcher, owner)?;
                     self.tell_watcher(&request.watcher, owner, SubState::Denied);
                 }

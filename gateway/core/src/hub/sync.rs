@@ -31,6 +31,7 @@ use tern_wire::{
 
 use super::session::ConnState;
 use super::{ConnId, Hub, Millis};
+use crate::access;
 use crate::store::{Store, StoreError, Versioned};
 
 /// The synchronisation state of one session; see the module documentation.
@@ -328,8 +329,15 @@ impl Hub {
                 (Change::Gone { slot }, Held::Forget)
             }));
         };
-        let grant = self.grant(&target, user);
-        if grant.decision == Decision::Polite {
+        let (decision, view) = {
+            let grant = self.grant(&target, user);
+            let view = grant.view.cloned();
+            (
+                grant.decision,
+                view.map(|v| (grant.rule.unwrap_or(usize::MAX), v)),
+            )
+        };
+        if decision == Decision::Polite {
             // A presentity that never published and never changes: whatever the client
             // holds stays; a client that holds nothing learns the empty document.
             if held.is_some() {
@@ -346,16 +354,12 @@ impl Hub {
             };
             return Ok(Some((change, Held::Set(0))));
         }
-        let view = grant
-            .view
-            .cloned()
-            .map(|v| (grant.rule.unwrap_or(usize::MAX), v));
         let Versioned { version, doc } = self.current_doc(&target, store)?;
         if held == Some(version) {
             return Ok(None);
         }
         // Borrowed when the watcher sees the whole document: a delta copies nothing.
-        let presence = self.visible(user, &doc);
+        let presence = access::shown(decision, view.as_ref().map(|(_, v)| v), &doc.presence);
         let age = if version == 0 {
             0
         } else {

@@ -704,3 +704,48 @@ fn synchronised_watchers_get_views_polite_blanks_and_whole_documents_across_rule
         matches!(&carol[..], [tern_wire::Change::Full { presence, .. }] if presence.tuples.len() == 1)
     );
 }
+
+#[test]
+fn a_fetch_only_watcher_polls_in_its_view_but_cannot_subscribe() {
+    let mut w = World::new();
+    w.login(1, ALICE);
+    publish(&mut w, 1, "busy day");
+    w.login(2, BOB);
+    subscribe(&mut w, 2, ALICE);
+    let poller = PresenceRule {
+        view: Some(View {
+            hide: View::NOTE,
+            ..View::default()
+        }),
+        ..rule(Who::User(BOB.into()), Decision::FetchOnly)
+    };
+    // Bob's existing subscription ends: he may observe, not subscribe (2.3.1 vs 2.3.2).
+    let actions = set_rules(
+        &mut w,
+        1,
+        Rules {
+            presence: vec![poller],
+            ..Rules::default()
+        },
+    );
+    assert!(frames_to(&actions, 2).contains(&Down::Subscription {
+        target: ALICE.into(),
+        state: SubState::Cancelled
+    }));
+    assert!(refused(&subscribe(&mut w, 2, ALICE)));
+    assert!(w.hub.watchers_of(ALICE).is_empty());
+    let fetched = w.frame(
+        2,
+        Up::Fetch {
+            req: 8,
+            target: ALICE.into(),
+        },
+    );
+    match &frames_to(&fetched, 2)[..] {
+        [Down::Presence { doc, .. }] => {
+            assert_eq!(doc.presence.tuples.len(), 1);
+            assert_eq!(doc.presence.tuples[0].note, None);
+        }
+        other => panic!("{other:?}"),
+    }
+}

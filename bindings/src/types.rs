@@ -377,6 +377,9 @@ pub enum ReceiptStatus {
         /// The code's name (`"unknown_user"`), or `"error_<code>"`.
         reason: String,
     },
+    /// Handed on to another network (XMPP); final delivery unknown until a late receipt
+    /// says `Delivered` (the recipient's client sent a receipt) or `Failed`.
+    Relayed,
 }
 
 impl From<tern_client::ReceiptStatus> for ReceiptStatus {
@@ -388,6 +391,7 @@ impl From<tern_client::ReceiptStatus> for ReceiptStatus {
                 code: code.0,
                 reason: code.to_string(),
             },
+            tern_client::ReceiptStatus::Relayed => Self::Relayed,
         }
     }
 }
@@ -398,6 +402,7 @@ impl From<ReceiptStatus> for tern_client::ReceiptStatus {
             ReceiptStatus::Delivered => Self::Delivered,
             ReceiptStatus::Stored => Self::Stored,
             ReceiptStatus::Failed { code, .. } => Self::Failed(tern_client::ErrorCode(code)),
+            ReceiptStatus::Relayed => Self::Relayed,
         }
     }
 }

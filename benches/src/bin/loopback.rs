@@ -945,7 +945,7 @@ async fn send_some(
             Ok(Ok(o)) => match o.status {
                 ReceiptStatus::Delivered => tally.delivered += 1,
                 ReceiptStatus::Stored => tally.stored += 1,
-                ReceiptStatus::Failed(_) => tally.failed += 1,
+                ReceiptStatus::Failed(_) | ReceiptStatus::Relayed => tally.failed += 1,
             },
             Ok(Err(_)) | Err(_) => tally.errors += 1,
         }

@@ -367,6 +367,7 @@ pub(crate) fn receipt<'a>(
         ReceiptStatus::Delivered => ("delivered", None),
         ReceiptStatus::Stored => ("stored", None),
         ReceiptStatus::Failed(code) => ("failed", Some(code.to_string())),
+        ReceiptStatus::Relayed => ("relayed", None),
     };
     ReceiptOut {
         r#type: "receipt",

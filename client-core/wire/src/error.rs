@@ -64,6 +64,9 @@ codes! {
     GOODBYE = 16, "goodbye";
     /// A newer connection of the same device took the session over.
     SUPERSEDED = 17, "superseded";
+    /// The message's content type cannot be carried to the recipient's network (XMPP
+    /// carries `text/plain` only).
+    UNSUPPORTED_CONTENT = 18, "unsupported_content";
 }
 
 impl core::fmt::Display for ErrorCode {

@@ -62,6 +62,10 @@ pub enum ReceiptStatus {
     Stored,
     /// It was not accepted, for the reason given.
     Failed(ErrorCode),
+    /// It left tern for another network (XMPP federation): accepted durably and handed on,
+    /// final delivery unknown. A [`LateReceipt`] with `Delivered` follows if the
+    /// recipient's client sends a receipt, one with `Failed` if the far side bounces it.
+    Relayed,
 }
 
 /// A receipt that arrives after the send request was answered: the recipient took a

@@ -204,6 +204,7 @@ fn receipt() {
         ReceiptStatus::Delivered,
         ReceiptStatus::Stored,
         ReceiptStatus::Failed(ErrorCode::REFUSED),
+        ReceiptStatus::Relayed,
     ] {
         within(&Down::Receipt { req: REQ, status }, 6);
     }

@@ -424,6 +424,15 @@ fn down_4_receipt_failed() {
 }
 
 #[test]
+fn down_4_receipt_relayed() {
+    let frame = Down::Receipt {
+        req: 5,
+        status: ReceiptStatus::Relayed,
+    };
+    golden(&frame, "03 04 05 03");
+}
+
+#[test]
 fn down_5_notify() {
     let frame = Down::Notify {
         doc: PresenceDoc {
@@ -1655,6 +1664,7 @@ fn error_code_registry_is_stable() {
             (15, "internal"),
             (16, "goodbye"),
             (17, "superseded"),
+            (18, "unsupported_content"),
         ]
     );
     assert_eq!(ErrorCode(0).name(), None, "0 is never a code");

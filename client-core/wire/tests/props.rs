@@ -96,6 +96,7 @@ mod frames {
         prop_oneof![
             Just(ReceiptStatus::Delivered),
             Just(ReceiptStatus::Stored),
+            Just(ReceiptStatus::Relayed),
             code().prop_map(ReceiptStatus::Failed),
         ]
     }
@@ -1332,6 +1333,7 @@ mod access {
         let status = prop_oneof![
             Just(ReceiptStatus::Delivered),
             Just(ReceiptStatus::Stored),
+            Just(ReceiptStatus::Relayed),
             any::<u16>().prop_map(|c| ReceiptStatus::Failed(tern_wire::ErrorCode(c))),
         ];
         let receipt = (id, address(), status).prop_map(|(id, to, status)| {

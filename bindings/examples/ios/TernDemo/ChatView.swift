@@ -77,6 +77,7 @@ struct ChatBubble: View {
         case .sending: "Sending…"
         case .delivered: "Delivered"
         case .stored: "Will be delivered when they come online"
+        case .relayed: "Sent to their server (XMPP)"
         case .failed(let why): "Not sent: \(why)"
         case .received: ""
         }

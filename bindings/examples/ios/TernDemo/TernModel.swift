@@ -17,7 +17,7 @@ enum ConnectionPhase: Equatable {
 
 /// One chat line.
 struct ChatLine: Identifiable, Equatable {
-    enum Status: Equatable { case sending, delivered, stored, failed(String), received }
+    enum Status: Equatable { case sending, delivered, stored, relayed, failed(String), received }
 
     let id: String
     let from: String
@@ -140,6 +140,7 @@ final class TernModel {
             case .delivered: status = .delivered
             case .stored: status = .stored
             case .failed(_, let reason): status = .failed(reason)
+            case .relayed: status = .relayed
             }
         } catch {
             status = .failed(Self.describe(error))

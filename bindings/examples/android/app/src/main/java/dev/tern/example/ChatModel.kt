@@ -108,6 +108,7 @@ class ChatModel(
                         ReceiptStatus.Delivered -> "delivered"
                         ReceiptStatus.Stored -> "stored" // the buddy is offline; delivered later
                         is ReceiptStatus.Failed -> "failed: ${s.reason}"
+                        ReceiptStatus.Relayed -> "sent to XMPP" // a late receipt may follow
                     }
                 } catch (e: TernException.Timeout) {
                     "sending" // stays in the outbox; the receipt comes as Event.Sent

@@ -109,6 +109,10 @@ pub struct HubConfig {
     pub flush: FlushPolicy,
     /// Presence caches: how many entries each keeps.
     pub caches: CacheSizes,
+    /// The served domain that is joined to the XMPP network as a component
+    /// (docs/federation.md): its principals reach addresses in domains not served here
+    /// through the bridge. `None`: such addresses are `unroutable`.
+    pub federation: Option<String>,
 }
 
 /// When pending presence changes are flushed to a synchronised session, by the mode the
@@ -179,6 +183,7 @@ impl Default for HubConfig {
             watcher_window_ms: 24 * 3_600_000,
             flush: FlushPolicy::default(),
             caches: CacheSizes::default(),
+            federation: None,
         }
     }
 }

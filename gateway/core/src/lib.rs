@@ -16,6 +16,7 @@
 pub mod access;
 pub mod auth;
 pub mod config;
+pub mod federation;
 pub mod hub;
 pub mod store;
 pub mod validate;
@@ -23,6 +24,6 @@ pub mod validate;
 pub use config::{CacheSizes, DomainConfig, FlushPolicy, HubConfig, RateLimits};
 pub use hub::{Action, ConnId, Hub, Millis};
 pub use store::{
-    AdminRecord, DeviceRecord, MemStore, Request, SentRecord, Store, StoreError, StoredRules,
-    Subscription, UserRecord, Versioned,
+    AdminRecord, DeviceRecord, MemStore, Relay, Request, SentRecord, Store, StoreError,
+    StoredRules, Subscription, UserRecord, Versioned,
 };

@@ -9,7 +9,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tern_wire::{InboxItem, PresenceDoc, Rules, Slot, Version};
+use tern_wire::{InboxItem, PresenceDoc, ReceiptStatus, Rules, Slot, Version};
+
+use crate::federation::Outbound;
 
 /// A storage failure; the event that met it is rolled back and answered `internal`.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +97,19 @@ pub struct Request {
     pub target: String,
     /// When it asked, Unix ms.
     pub at: u64,
+}
+
+/// A message that crossed the bridge to or from XMPP, kept per (sender, message id):
+/// resends are recognised, and receipts find what they answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    /// The other end: the remote recipient of a message a local principal sent, or the
+    /// full JID of a remote sender whose message asked for a receipt (the receipt goes
+    /// there).
+    pub peer: String,
+    /// What is known of it: `Relayed`, then `Delivered` or `Failed` for a message sent
+    /// out; `Stored`, then `Delivered` (receipt sent) for a message that came in.
+    pub status: ReceiptStatus,
 }
 
 /// One administrator action, for the audit log.
@@ -200,6 +215,19 @@ pub trait Store {
     fn log_admin(&mut self, record: &AdminRecord) -> Result<(), StoreError>;
     /// The last `limit` entries of a domain's audit log, oldest first.
     fn admin_log(&self, domain: &str, limit: usize) -> Result<Vec<AdminRecord>, StoreError>;
+
+    /// Appends a stanza to the federation outbox and returns its sequence number (one
+    /// more than the last ever appended). A stanza with an
+    /// [`Outbound::coalesce_key`] first removes any waiting one with the same key.
+    fn fed_push(&mut self, stanza: &Outbound) -> Result<u64, StoreError>;
+    /// Up to `limit` outbox stanzas with sequence numbers above `after`, in order.
+    fn fed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Outbound)>, StoreError>;
+    /// Removes every outbox stanza up to and including `upto` (the XMPP server has them).
+    fn fed_remove(&mut self, upto: u64) -> Result<(), StoreError>;
+    /// The relay record of `sender`'s message `id`.
+    fn relay(&self, sender: &str, id: &[u8]) -> Result<Option<Relay>, StoreError>;
+    /// Creates or replaces a relay record.
+    fn put_relay(&mut self, sender: &str, id: &[u8], relay: &Relay) -> Result<(), StoreError>;
 }
 
 /// An in-memory [`Store`] for unit tests and simulations. Not durable.
@@ -220,6 +248,9 @@ pub struct MemStore {
     requests: BTreeMap<(String, String), Request>,
     admins: HashMap<String, [u8; 32]>,
     admin_log: Vec<AdminRecord>,
+    /// The federation outbox and its last sequence number.
+    outbox: (u64, BTreeMap<u64, Outbound>),
+    relays: HashMap<(String, Vec<u8>), Relay>,
 }
 
 impl Store for MemStore {
@@ -460,5 +491,40 @@ impl Store for MemStore {
             .collect();
         let skip = mine.len().saturating_sub(limit);
         Ok(mine.into_iter().skip(skip).cloned().collect())
+    }
+
+    fn fed_push(&mut self, stanza: &Outbound) -> Result<u64, StoreError> {
+        let (last, items) = &mut self.outbox;
+        if let Some(key) = stanza.coalesce_key() {
+            items.retain(|_, waiting| waiting.coalesce_key() != Some(key));
+        }
+        *last += 1;
+        items.insert(*last, stanza.clone());
+        Ok(*last)
+    }
+
+    fn fed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Outbound)>, StoreError> {
+        Ok(self
+            .outbox
+            .1
+            .range(after.saturating_add(1)..)
+            .take(limit)
+            .map(|(seq, stanza)| (*seq, stanza.clone()))
+            .collect())
+    }
+
+    fn fed_remove(&mut self, upto: u64) -> Result<(), StoreError> {
+        self.outbox.1.retain(|seq, _| *seq > upto);
+        Ok(())
+    }
+
+    fn relay(&self, sender: &str, id: &[u8]) -> Result<Option<Relay>, StoreError> {
+        Ok(self.relays.get(&(sender.into(), id.to_vec())).cloned())
+    }
+
+    fn put_relay(&mut self, sender: &str, id: &[u8], relay: &Relay) -> Result<(), StoreError> {
+        self.relays
+            .insert((sender.into(), id.to_vec()), relay.clone());
+        Ok(())
     }
 }

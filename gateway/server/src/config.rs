@@ -22,6 +22,11 @@
 //!
 //! [presence]
 //! flush_inactive_ms = 120000
+//!
+//! [xmpp]                          # join the XMPP network (docs/federation.md)
+//! component = "127.0.0.1:5347"    # the XMPP server's XEP-0114 component port
+//! secret = "…"                    # the component's shared secret
+//! domain = "example.com"          # which served domain; default the first
 //! ```
 
 use std::net::SocketAddr;
@@ -73,6 +78,23 @@ pub struct GatewayConfig {
     pub quic: QuicTuning,
     /// Presence batching and caches.
     pub presence: PresenceTuning,
+    /// The XMPP component connection, when the gateway joins the XMPP network.
+    pub xmpp: Option<XmppConfig>,
+}
+
+/// How the gateway joins the XMPP network as an XEP-0114 component (docs/federation.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppConfig {
+    /// The XMPP server's component listener, `host:port` (Prosody's default port is
+    /// 5347); a host name is resolved at each connection attempt.
+    pub component: String,
+    /// The shared secret the XMPP server has for the component.
+    pub secret: String,
+    /// The served domain that is the component (its name is the component's name on
+    /// the XMPP server). Default: the first domain.
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 /// A served domain: a bare name (both services on) or a table.
@@ -327,6 +349,7 @@ impl Default for GatewayConfig {
             timeouts: Timeouts::default(),
             quic: QuicTuning::default(),
             presence: PresenceTuning::default(),
+            xmpp: None,
         }
     }
 }
@@ -407,6 +430,10 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// When not empty, replaces `domains` (each with both services on).
     pub domains: Vec<String>,
+    /// With `xmpp_secret`, sets `xmpp.component` (the XMPP server's component port).
+    pub xmpp_component: Option<String>,
+    /// Sets `xmpp.secret`.
+    pub xmpp_secret: Option<String>,
 }
 
 impl GatewayConfig {
@@ -441,7 +468,37 @@ impl GatewayConfig {
                 .map(DomainEntry::Name)
                 .collect();
         }
+        match (overrides.xmpp_component, overrides.xmpp_secret) {
+            (None, None) => {}
+            (component, secret) => {
+                let old = self.xmpp.take();
+                let component = component.or_else(|| old.as_ref().map(|x| x.component.clone()));
+                let secret = secret.or_else(|| old.as_ref().map(|x| x.secret.clone()));
+                let (Some(component), Some(secret)) = (component, secret) else {
+                    return Err(ConfigError::Invalid(
+                        "--xmpp-component and --xmpp-secret go together (or with an [xmpp] table)"
+                            .into(),
+                    ));
+                };
+                let domain = old.and_then(|x| x.domain);
+                self.xmpp = Some(XmppConfig {
+                    component,
+                    secret,
+                    domain,
+                });
+            }
+        }
         self.validate()
+    }
+
+    /// The served domain joined to the XMPP network, if any (after [`Self::validate`]).
+    pub fn xmpp_domain(&self) -> Option<&str> {
+        let xmpp = self.xmpp.as_ref()?;
+        Some(
+            xmpp.domain
+                .as_deref()
+                .unwrap_or_else(|| self.domains[0].name()),
+        )
     }
 
     /// Normalises the domain names (IDNA, lower case, no trailing dot) and checks every
@@ -557,6 +614,28 @@ impl GatewayConfig {
                     .into(),
             );
         }
+        if let Some(x) = &mut self.xmpp {
+            if x.component
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return invalid(format!(
+                    "xmpp.component must be host:port, not {:?}",
+                    x.component
+                ));
+            }
+            if x.secret.is_empty() {
+                return invalid("xmpp.secret must not be empty".into());
+            }
+            if let Some(name) = &mut x.domain {
+                let normal = normalise_domain(name)
+                    .map_err(|e| ConfigError::Invalid(format!("xmpp.domain {name:?}: {e}")))?;
+                if !seen.contains(&normal) {
+                    return invalid(format!("xmpp.domain {normal} is not a served domain"));
+                }
+                *name = normal;
+            }
+        }
         Ok(())
     }
 
@@ -585,6 +664,7 @@ impl GatewayConfig {
             max_subscriptions: self.limits.max_subscriptions,
             flush: self.presence.flush_policy(),
             caches: self.presence.cache_sizes(),
+            federation: self.xmpp_domain().map(String::from),
         }
     }
 
@@ -963,6 +1043,7 @@ mod tests {
                 listen: Some("127.0.0.1:0".parse().unwrap()),
                 data_dir: Some("/tmp/x".into()),
                 domains: vec!["B.example".into(), "c.example".into()],
+                ..Overrides::default()
             })
             .unwrap();
         assert_eq!(config.listen.port(), 0);
@@ -972,6 +1053,41 @@ mod tests {
         let before = config.clone();
         config.apply(Overrides::default()).unwrap();
         assert_eq!(config, before);
+    }
+
+    #[test]
+    fn xmpp_comes_from_the_file_or_the_flags_and_is_checked() {
+        let file = "domains = [\"a.example\", \"b.example\"]\n[xmpp]\ncomponent = \"127.0.0.1:5347\"\nsecret = \"s\"\ndomain = \"B.Example\"\n";
+        let config = GatewayConfig::from_toml(file).unwrap();
+        assert_eq!(config.xmpp_domain(), Some("b.example"));
+        assert_eq!(config.hub_config().federation.as_deref(), Some("b.example"));
+
+        let mut config = GatewayConfig::from_toml("domains = [\"a.example\"]").unwrap();
+        assert_eq!(config.hub_config().federation, None);
+        let flags = Overrides {
+            xmpp_component: Some("localhost:5347".into()),
+            xmpp_secret: Some("s3cret".into()),
+            ..Overrides::default()
+        };
+        config.apply(flags).unwrap();
+        assert_eq!(config.xmpp_domain(), Some("a.example"), "the first domain");
+        // A flag alone completes the file's table; alone without one it is refused.
+        let mut bare = GatewayConfig::default();
+        let half = Overrides {
+            xmpp_secret: Some("s".into()),
+            ..Overrides::default()
+        };
+        assert!(bare.apply(half).is_err());
+
+        for bad in [
+            "[xmpp]\ncomponent = \"nohost\"\nsecret = \"s\"",
+            "[xmpp]\ncomponent = \"h:99999\"\nsecret = \"s\"",
+            "[xmpp]\ncomponent = \"h:1\"\nsecret = \"\"",
+            "[xmpp]\ncomponent = \"h:1\"\nsecret = \"s\"\ndomain = \"other.example\"",
+            "[xmpp]\ncomponent = \"h:1\"\nsecret = \"s\"\nport = 1",
+        ] {
+            assert!(GatewayConfig::from_toml(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod sqlite;
 pub mod tls;
 pub mod users;
+mod xmpp;
 
 pub use config::{ConfigError, GatewayConfig, Overrides};
 pub use runtime::{RunningGateway, RuntimeError, start};

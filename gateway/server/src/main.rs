@@ -68,6 +68,13 @@ struct ServeArgs {
     /// A domain to serve (repeatable); replaces the file's list.
     #[arg(long = "domain", value_name = "NAME")]
     domains: Vec<String>,
+    /// Join the XMPP network: the XMPP server's XEP-0114 component address (host:port);
+    /// the component's name is the first served domain (or the file's xmpp.domain).
+    #[arg(long, value_name = "ADDR", requires = "xmpp_secret")]
+    xmpp_component: Option<String>,
+    /// The component's shared secret, as configured on the XMPP server.
+    #[arg(long, env = "TERN_XMPP_SECRET", hide_env_values = true)]
+    xmpp_secret: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,6 +246,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: None,
         domains: args.domains,
+        xmpp_component: args.xmpp_component,
+        xmpp_secret: args.xmpp_secret,
     };
     let config = load_config(&args.common, overrides)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;

@@ -46,6 +46,12 @@ impl Hub {
             self.fail(conn, req, code, why);
             return Ok(());
         }
+        if let Some(to) = Address::parse(&msg.to)
+            .ok()
+            .filter(|to| self.federates(to.as_str()))
+        {
+            return self.relay_message(conn, sender, req, msg, to, store);
+        }
         if let Some(sent) = store.sent(sender, &msg.id)? {
             // A resend of an accepted message: answer its status, deliver nothing.
             let status = if sent.seq <= delivered_upto(&sent.owner, store)? {
@@ -267,6 +273,9 @@ impl Hub {
             );
             return Ok(());
         }
+        if self.federates(&msg.from) {
+            return self.delivered_to_local(&msg, store);
+        }
         let sender_has_inbox = store.user(&msg.from)?.is_some_and(|u| u.inbox);
         if !sender_has_inbox {
             return Ok(());
@@ -281,7 +290,11 @@ impl Hub {
     }
 
     /// Pushes what each online session of the principal has room for.
-    fn deliver_to_principal(&mut self, owner: &str, store: &dyn Store) -> Result<(), StoreError> {
+    pub(super) fn deliver_to_principal(
+        &mut self,
+        owner: &str,
+        store: &dyn Store,
+    ) -> Result<(), StoreError> {
         let conns = self.online.get(owner).cloned().unwrap_or_default();
         for conn in conns {
             self.deliver_more(conn, store)?;

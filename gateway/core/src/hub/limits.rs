@@ -105,6 +105,19 @@ impl Limiter {
         self.count(now, domain, |t| &t.principals, principal, kind)
     }
 
+    /// Counts one request of `kind` by `key`, someone outside the gateway's domains (a
+    /// remote XMPP sender), against `domain`'s per-principal limits: it is limited like
+    /// a principal of the domain it writes to.
+    pub(super) fn check_in(
+        &mut self,
+        now: Millis,
+        domain: &str,
+        key: &str,
+        kind: Kind,
+    ) -> Result<(), Duration> {
+        self.count(now, domain, |t| &t.principals, key, kind)
+    }
+
     /// Counts one request of `kind` from source address `source` to `domain` at `now`,
     /// by the domain's per-address limits.
     pub(super) fn check_address(

@@ -19,6 +19,7 @@
 
 mod admin;
 mod cache;
+mod federate;
 mod inbox;
 mod limits;
 mod presence;
@@ -71,6 +72,15 @@ pub enum Action {
         code: ErrorCode,
         /// Why, for people.
         text: String,
+    },
+    /// Send this stanza to the XMPP network (docs/federation.md). It is already in the
+    /// durable federation outbox under `seq`: the bridge removes it (`fed_remove`) once
+    /// the XMPP server has it, and sends again whatever is left after a reconnection.
+    Federate {
+        /// Its number in the outbox.
+        seq: u64,
+        /// The stanza.
+        stanza: crate::federation::Outbound,
     },
 }
 

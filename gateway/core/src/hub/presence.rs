@@ -108,6 +108,13 @@ impl Hub {
         target: &str,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
+        if let Some(remote) = self.remote_target(target) {
+            if let Some(current) = self.fetch_remote(conn, user, req, &remote, store)? {
+                let doc = current.doc;
+                self.send(conn, Down::Presence { req, doc });
+            }
+            return Ok(());
+        }
         match self.resolve_presentity(target, store)? {
             Ok(target) => {
                 if self.refuses_fetch(conn, user, req, &target) {
@@ -146,6 +153,17 @@ impl Hub {
         version: Version,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
+        if let Some(remote) = self.remote_target(target) {
+            if let Some(current) = self.fetch_remote(conn, user, req, &remote, store)? {
+                if version != 0 && current.version == version {
+                    self.send(conn, Down::Ok { req });
+                } else {
+                    let Versioned { version, doc } = current;
+                    self.send(conn, Down::Versioned { req, version, doc });
+                }
+            }
+            return Ok(());
+        }
         match self.resolve_presentity(target, store)? {
             Ok(target) => {
                 if self.refuses_fetch(conn, user, req, &target) {
@@ -174,6 +192,9 @@ impl Hub {
         target: &str,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
+        if let Some(remote) = self.remote_target(target) {
+            return self.subscribe_remote(conn, user, req, remote, store);
+        }
         let target = match self.resolve_presentity(target, store)? {
             Ok(target) => target,
             Err((code, why)) => {
@@ -244,6 +265,9 @@ impl Hub {
         if let Some(slot) = slot {
             self.forget_slot(conn, slot);
             self.mark_pending_elsewhere(conn, user, slot, store)?;
+        }
+        if self.federates(target.as_str()) {
+            self.unsubscribe_remote(user, target.as_str(), store)?;
         }
         self.send(conn, Down::Ok { req });
         Ok(())
@@ -378,9 +402,14 @@ impl Hub {
     /// Caches a new document and tells every online watcher: a `Notify` now, or a
     /// pending slot of a synchronised session.
     /// Politely blocked watchers are skipped: the gateway spends nothing on them.
-    pub(super) fn set_doc(&mut self, doc: Versioned, store: &dyn Store) -> Result<(), StoreError> {
+    pub(super) fn set_doc(
+        &mut self,
+        doc: Versioned,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
         let presentity = doc.doc.presentity.clone();
         self.caches.put_current(doc.clone());
+        self.fan_out_remote(&doc, store)?;
         let watchers: Vec<String> = self
             .rosters
             .watchers(&presentity)
@@ -402,7 +431,7 @@ impl Hub {
             let conns = self.online.get(&watcher).cloned().unwrap_or_default();
             for conn in conns {
                 match slot {
-                    Some(slot) if self.syncs(conn) => self.mark_pending(conn, slot, store)?,
+                    Some(slot) if self.syncs(conn) => self.mark_pending(conn, slot, &*store)?,
                     _ => {
                         let frame = match notifies.get(&view) {
                             Some(frame) => frame.clone(),
@@ -456,6 +485,14 @@ impl Hub {
         });
         self.caches.put_current(doc.clone());
         Ok(doc)
+    }
+
+    /// The normalised address, when it is a well-formed one the bridge reaches.
+    fn remote_target(&self, target: &str) -> Option<String> {
+        Address::parse(target)
+            .ok()
+            .filter(|a| self.federates(a.as_str()))
+            .map(Address::into_string)
     }
 
     /// Normalises a presentity address and checks that this gateway serves it.

@@ -188,7 +188,7 @@ impl Hub {
         for request in store.requests_to(owner)? {
             if named(&request.watcher) {
                 store.remove_request(&request.watcher, owner)?;
-                self.tell_watcher(&request.watcher, owner, SubState::Cancelled);
+                self.tell_watcher(&request.watcher, owner, SubState::Cancelled, store)?;
             }
         }
         self.send(conn, Down::Ok { req });
@@ -244,6 +244,12 @@ impl Hub {
         };
         store.add_request(&request)?;
         self.send(conn, Down::Pending { req });
+        self.tell_owner_asked(target, watcher);
+        Ok(())
+    }
+
+    /// Tells the presentity's principal's sessions that `watcher` asks to watch.
+    pub(super) fn tell_owner_asked(&mut self, target: &str, watcher: &str) {
         let shown = public_name(watcher).into_owned();
         for owner_conn in self.online.get(target).cloned().unwrap_or_default() {
             let frame = Down::Asked {
@@ -251,7 +257,6 @@ impl Hub {
             };
             self.send(owner_conn, frame);
         }
-        Ok(())
     }
 
     /// Stores new rules for `owner` and makes every subscription and request to it
@@ -352,7 +357,7 @@ impl Hub {
                 Decision::Ask => {}
                 Decision::Deny | Decision::FetchOnly => {
                     store.remove_request(&request.watcher, owner)?;
-                    self.tell_watcher(&request.watcher, owner, SubState::Denied);
+                    self.tell_watcher(&request.watcher, owner, SubState::Denied, store)?;
                 }
                 Decision::Allow | Decision::Polite => {
                     self.grant_request(&request.watcher, owner, store)?;
@@ -364,7 +369,7 @@ impl Hub {
 
     /// A pending request granted: the subscription exists, and the watcher's sessions
     /// are told and get the presence as for a new subscription.
-    fn grant_request(
+    pub(super) fn grant_request(
         &mut self,
         watcher: &str,
         target: &str,
@@ -373,7 +378,7 @@ impl Hub {
         store.remove_request(watcher, target)?;
         let slot = store.add_subscription(watcher, target)?;
         self.rosters.add(watcher, target, slot);
-        self.tell_watcher(watcher, target, SubState::Active);
+        self.tell_watcher(watcher, target, SubState::Active, store)?;
         let current = self.current_doc(target, store)?;
         let doc = self.seen(watcher, current).doc;
         for conn in self.online.get(watcher).cloned().unwrap_or_default() {
@@ -398,7 +403,7 @@ impl Hub {
         store.remove_subscription(watcher, target)?;
         let slot = self.rosters.remove(watcher, target);
         tracing::debug!(%watcher, %target, ?state, "subscription ended by the presentity");
-        self.tell_watcher(watcher, target, state);
+        self.tell_watcher(watcher, target, state, store)?;
         if let Some(slot) = slot {
             for conn in self.online.get(watcher).cloned().unwrap_or_default() {
                 self.mark_pending(conn, slot, store)?;
@@ -407,8 +412,18 @@ impl Hub {
         Ok(())
     }
 
-    /// Pushes a subscription's new state to every session of its watcher.
-    fn tell_watcher(&mut self, watcher: &str, target: &str, state: SubState) {
+    /// Pushes a subscription's new state to every session of its watcher (to a remote
+    /// watcher, as the XMPP handshake's answer).
+    pub(super) fn tell_watcher(
+        &mut self,
+        watcher: &str,
+        target: &str,
+        state: SubState,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
+        if self.federates(watcher) {
+            return self.tell_remote_watcher(watcher, target, state, store);
+        }
         for conn in self.online.get(watcher).cloned().unwrap_or_default() {
             let frame = Down::Subscription {
                 target: target.into(),
@@ -416,5 +431,6 @@ impl Hub {
             };
             self.send(conn, frame);
         }
+        Ok(())
     }
 }

@@ -1589,6 +1589,7 @@ fn a_plain_hello_connection_confirmed_before_its_first_frame_works_as_before() {
 }
 
 mod access;
+mod federation;
 mod sync;
 
 #[test]

@@ -39,9 +39,13 @@ use tern_wire::{ErrorCode, Up};
 use super::outbound::{Bounds, OutQueue, Outbound, Pushed, Stats};
 use super::{RuntimeError, unix_ms};
 use crate::sqlite::SqliteStore;
+use crate::xmpp::FedEvent;
+use tern_gateway_core::federation::Outbound as Stanza;
 
 /// Most events fed to the hub in one transaction.
 pub(crate) const BATCH_MAX: usize = 256;
+/// Outbox stanzas read at a time when the bridge connects.
+const OUTBOX_PAGE: usize = 512;
 /// How long a connection may take to deliver its `Close` frame before it is cut.
 pub(crate) const FORCE_CLOSE_MS: Millis = 5_000;
 
@@ -66,6 +70,8 @@ pub(crate) enum Event {
     BadFrame { conn: ConnId, err: CodecError },
     /// The connection is gone.
     Disconnect { conn: ConnId },
+    /// From the XMPP bridge.
+    Federation(FedEvent),
     /// Close everything, commit, and stop.
     Shutdown,
 }
@@ -167,6 +173,8 @@ pub(crate) struct HubThread {
     /// Connections told to close, by the time they are cut if still there.
     force_close: BTreeSet<(Millis, ConnId)>,
     last_now: Millis,
+    /// The XMPP bridge's connection, while it is up.
+    bridge: Option<tokio::sync::mpsc::UnboundedSender<(u64, Stanza)>>,
 }
 
 impl HubThread {
@@ -179,6 +187,7 @@ impl HubThread {
             peers: HashMap::new(),
             force_close: BTreeSet::new(),
             last_now: 0,
+            bridge: None,
         }
     }
 
@@ -300,6 +309,32 @@ impl HubThread {
                     shutdown = true;
                     continue;
                 }
+                Event::Federation(FedEvent::Inbound(inbound)) => {
+                    let hub = &mut self.hub;
+                    let result = tx.event(|s| hub.handle_federated(now, inbound, s));
+                    if let Err(err) = result {
+                        tracing::warn!(%err, "federated stanza rolled back");
+                    }
+                    continue;
+                }
+                Event::Federation(FedEvent::Written { upto }) => {
+                    if let Err(err) = tx.event(|s| s.fed_remove(upto)) {
+                        tracing::warn!(%err, "federation outbox not trimmed");
+                    }
+                    continue;
+                }
+                Event::Federation(FedEvent::Up { out }) => {
+                    self.bridge = bridge_up(out, &mut tx);
+                    let hub = &mut self.hub;
+                    if let Err(err) = tx.event(|s| hub.handle_federation_up(now, s)) {
+                        tracing::warn!(%err, "federation probes rolled back");
+                    }
+                    continue;
+                }
+                Event::Federation(FedEvent::Down) => {
+                    self.bridge = None;
+                    continue;
+                }
             };
             if let Err(err) = result {
                 tracing::warn!(conn, %err, "event rolled back");
@@ -365,6 +400,14 @@ impl HubThread {
                             close_quic(&peer.quic, ErrorCode::TOO_SLOW, text);
                             peer.closing = Some((ErrorCode::TOO_SLOW, text.into()));
                         }
+                    }
+                }
+                Action::Federate { seq, stanza } => {
+                    // Without a bridge it waits in the outbox for the next connection.
+                    if let Some(bridge) = &self.bridge
+                        && bridge.send((seq, stanza)).is_err()
+                    {
+                        self.bridge = None;
                     }
                 }
                 Action::Close { conn, code, text } => {
@@ -441,4 +484,33 @@ fn request_close(peer: &mut Peer, code: ErrorCode, text: &str) {
         close_quic(&peer.quic, code, text);
     }
     peer.closing = Some((code, text.to_owned()));
+}
+
+/// The bridge connected: everything in the outbox goes to it first, in order (what
+/// this turn adds is dispatched after the commit, behind it).
+fn bridge_up(
+    out: tokio::sync::mpsc::UnboundedSender<(u64, Stanza)>,
+    tx: &mut crate::sqlite::Batch<'_>,
+) -> Option<tokio::sync::mpsc::UnboundedSender<(u64, Stanza)>> {
+    let mut after = 0;
+    loop {
+        let waiting = match tx.event(|s| s.fed_after(after, OUTBOX_PAGE)) {
+            Ok(waiting) => waiting,
+            Err(err) => {
+                tracing::warn!(%err, "federation outbox unreadable");
+                return None;
+            }
+        };
+        let Some((last, _)) = waiting.last() else {
+            break;
+        };
+        after = *last;
+        for item in waiting {
+            if out.send(item).is_err() {
+                return None;
+            }
+        }
+    }
+    tracing::info!(sent_from_outbox = after, "XMPP bridge up");
+    Some(out)
 }

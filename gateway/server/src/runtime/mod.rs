@@ -21,7 +21,7 @@
 
 mod admission;
 mod connection;
-mod hub_thread;
+pub(crate) mod hub_thread;
 mod outbound;
 
 use std::net::SocketAddr;
@@ -90,6 +90,8 @@ pub struct RunningGateway {
     events: flume::Sender<Event>,
     stop_accepting: Option<oneshot::Sender<()>>,
     acceptor: Option<tokio::task::JoinHandle<()>>,
+    /// The XMPP bridge task, when the gateway joins the XMPP network.
+    bridge: Option<tokio::task::JoinHandle<()>>,
     hub_done: Option<oneshot::Receiver<Result<(), RuntimeError>>>,
 }
 
@@ -141,6 +143,18 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, RuntimeE
         config.limits.connection_burst,
     );
     let acceptor = tokio::spawn(accept(endpoint.clone(), shared, admission, stop_rx));
+    let bridge = match (&config.xmpp, config.xmpp_domain()) {
+        (Some(xmpp), Some(domain)) => {
+            let settings = crate::xmpp::bridge::Settings {
+                component: xmpp.component.clone(),
+                secret: xmpp.secret.clone(),
+                domain: domain.to_string(),
+            };
+            tracing::info!(component = %xmpp.component, %domain, "joining the XMPP network");
+            Some(crate::xmpp::bridge::spawn(settings, events.clone()))
+        }
+        _ => None,
+    };
     tracing::info!(%local_addr, domains = ?config.domain_names(), "listening");
     Ok(RunningGateway {
         endpoint,
@@ -150,6 +164,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, RuntimeE
         events,
         stop_accepting: Some(stop_accepting),
         acceptor: Some(acceptor),
+        bridge,
         hub_done: Some(hub_done),
     })
 }
@@ -192,6 +207,11 @@ impl RunningGateway {
         if let Some(stop) = self.stop_accepting.take() {
             let _ = stop.send(());
         }
+        // The XMPP server sees the component leave; what is unsent stays in the outbox.
+        if let Some(bridge) = self.bridge.take() {
+            bridge.abort();
+            let _ = bridge.await;
+        }
         let _ = self.events.send_async(Event::Shutdown).await;
         if let Some(done) = self.hub_done.take() {
             match done.await {
@@ -213,6 +233,9 @@ impl Drop for RunningGateway {
     fn drop(&mut self) {
         if let Some(acceptor) = &self.acceptor {
             acceptor.abort();
+        }
+        if let Some(bridge) = &self.bridge {
+            bridge.abort();
         }
         // Stops the hub thread if shutdown did not.
         let _ = self.events.try_send(Event::Shutdown);

@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::DbError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Version 0 → 1: the first schema.
 ///
@@ -168,8 +168,37 @@ BEGIN
 END;
 ";
 
+/// Version 4 → 5: federation with XMPP (issue 7). New tables only.
+///
+/// * `fed_outbox`: stanzas for the XMPP network, each a postcard-encoded
+///   `tern_gateway_core::federation::Outbound`, kept until the XMPP server has them.
+///   `AUTOINCREMENT` so a number is never reused after rows are removed (the bridge
+///   confirms "everything up to N"). `coalesce_from`/`coalesce_to` are set for presence,
+///   which is state: a newer one for the same pair replaces the waiting one
+///   (`fed_outbox_coalesce`).
+/// * `relays`: messages that crossed the bridge, per (sender, message id): resends are
+///   recognised and receipts find their message. `status` is a postcard-encoded
+///   `tern_wire::ReceiptStatus`. Deleted with a local sender.
+const V5: &str = "
+CREATE TABLE fed_outbox (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    coalesce_from TEXT,
+    coalesce_to   TEXT,
+    stanza        BLOB NOT NULL
+) STRICT;
+CREATE INDEX fed_outbox_coalesce ON fed_outbox (coalesce_from, coalesce_to)
+    WHERE coalesce_from IS NOT NULL;
+CREATE TABLE relays (
+    sender TEXT NOT NULL,
+    id     BLOB NOT NULL,
+    peer   TEXT NOT NULL,
+    status BLOB NOT NULL,
+    PRIMARY KEY (sender, id)
+) STRICT, WITHOUT ROWID;
+";
+
 /// Every migration, in order; `MIGRATIONS.len()` is [`SCHEMA_VERSION`].
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version of an open database.
 pub(super) fn version(conn: &Connection) -> Result<u32, DbError> {
@@ -353,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn a_v3_database_migrates_to_v4_keeping_its_data() {
+    fn a_v3_database_migrates_to_the_current_version_keeping_its_data() {
         use tern_gateway_core::auth::hash_token;
         use tern_gateway_core::{AdminRecord, Request, StoredRules, Subscription, Versioned};
 
@@ -384,7 +413,7 @@ mod tests {
             .unwrap();
         }
         let mut store = SqliteStore::open_file(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 4);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         store
             .read(|s| {
                 // What version 3 held is there as it was.
@@ -409,6 +438,8 @@ mod tests {
                 assert_eq!(s.requests_to("alice@x")?, vec![]);
                 assert_eq!(s.admin_token("x")?, None);
                 assert_eq!(s.admin_log("x", 10)?, vec![]);
+                assert!(s.fed_after(0, 10)?.is_empty(), "nor of version 5");
+                assert_eq!(s.relay("alice@x", b"m")?, None);
                 Ok(())
             })
             .unwrap();

@@ -3,9 +3,10 @@
 //! back belong to the caller ([`super::SqliteStore`], [`super::Batch`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
+use tern_gateway_core::federation::Outbound;
 use tern_gateway_core::{
-    AdminRecord, DeviceRecord, Request, SentRecord, Store, StoreError, StoredRules, Subscription,
-    UserRecord, Versioned,
+    AdminRecord, DeviceRecord, Relay, Request, SentRecord, Store, StoreError, StoredRules,
+    Subscription, UserRecord, Versioned,
 };
 use tern_wire::{InboxItem, Slot};
 
@@ -175,6 +176,7 @@ impl Store for Tx<'_> {
             "DELETE FROM devices WHERE owner = ?1",
             "DELETE FROM rules WHERE owner = ?1",
             "DELETE FROM requests WHERE watcher = ?1 OR target = ?1",
+            "DELETE FROM relays WHERE sender = ?1",
         ] {
             c.prepare_cached(sql)
                 .and_then(|mut s| s.execute([address]))
@@ -608,6 +610,90 @@ impl Store for Tx<'_> {
         rows.reverse();
         Ok(rows)
     }
+
+    fn fed_push(&mut self, stanza: &Outbound) -> Result<u64, StoreError> {
+        let key = stanza.coalesce_key();
+        if let Some((from, to)) = key {
+            self.conn
+                .prepare_cached(
+                    "DELETE FROM fed_outbox WHERE coalesce_from = ?1 AND coalesce_to = ?2",
+                )
+                .and_then(|mut s| s.execute([from, to]))
+                .map_err(db_error)?;
+        }
+        let (from, to) = key.unzip();
+        let blob = encode(stanza)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO fed_outbox (coalesce_from, coalesce_to, stanza) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![from, to, blob]))
+            .map_err(db_error)?;
+        u64::try_from(self.conn.last_insert_rowid())
+            .map_err(|_| StoreError("negative outbox sequence number".into()))
+    }
+
+    fn fed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Outbound)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, stanza FROM fed_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(params![after, limit], |row| {
+                Ok((row.get::<_, u64>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(db_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, blob) = row.map_err(db_error)?;
+            out.push((seq, decode("outbox stanza", &blob)?));
+        }
+        Ok(out)
+    }
+
+    fn fed_remove(&mut self, upto: u64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM fed_outbox WHERE seq <= ?1")
+            .and_then(|mut s| s.execute([upto]))
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn relay(&self, sender: &str, id: &[u8]) -> Result<Option<Relay>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT peer, status FROM relays WHERE sender = ?1 AND id = ?2")
+            .and_then(|mut s| {
+                s.query_row(params![sender, id], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()
+            })
+            .map_err(db_error)?;
+        row.map(|(peer, status)| {
+            Ok(Relay {
+                peer,
+                status: decode("relay status", &status)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn put_relay(&mut self, sender: &str, id: &[u8], relay: &Relay) -> Result<(), StoreError> {
+        let status = encode(&relay.status)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO relays (sender, id, peer, status) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (sender, id) DO UPDATE SET peer = excluded.peer,
+                   status = excluded.status",
+            )
+            .and_then(|mut s| s.execute(params![sender, id, relay.peer, status]))
+            .map_err(db_error)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -1023,6 +1109,85 @@ mod tests {
         let (_d, mut store) = open();
         let got = store.write(scenario).unwrap();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn the_federation_outbox_keeps_order_coalesces_presence_and_never_reuses_numbers() {
+        use tern_gateway_core::federation::{Outbound, SubKind};
+        let presence = |note: &str| Outbound::Presence {
+            from: "alice@x".into(),
+            to: "romeo@xmpp.test".into(),
+            presence: Presence {
+                tuples: vec![],
+                card: vec![tern_wire::CardField {
+                    kind: tern_wire::CardKind::NAME,
+                    value: note.into(),
+                }],
+            },
+        };
+        let subscribed = Outbound::Subscription {
+            from: "alice@x".into(),
+            to: "romeo@xmpp.test".into(),
+            kind: SubKind::Subscribed,
+        };
+        let message = Outbound::Message {
+            from: "alice@x".into(),
+            to: "romeo@xmpp.test".into(),
+            id: vec![1, 2],
+            body: "hi".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        store
+            .write(|s| {
+                assert_eq!(s.fed_push(&subscribed)?, 1);
+                assert_eq!(s.fed_push(&presence("a"))?, 2);
+                assert_eq!(s.fed_push(&message)?, 3);
+                assert_eq!(s.fed_push(&presence("b"))?, 4, "replaces 2");
+                let waiting = s.fed_after(0, 10)?;
+                let seqs: Vec<u64> = waiting.iter().map(|(q, _)| *q).collect();
+                assert_eq!(seqs, [1, 3, 4]);
+                assert_eq!(waiting[2].1, presence("b"));
+                assert_eq!(s.fed_after(1, 1)?, vec![(3, message.clone())]);
+                s.fed_remove(4)?;
+                Ok(())
+            })
+            .unwrap();
+        drop(store);
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        store
+            .write(|s| {
+                assert!(s.fed_after(0, 10)?.is_empty());
+                assert_eq!(s.fed_push(&message)?, 5, "numbers are never reused");
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn relays_round_trip_and_go_with_their_sender() {
+        use tern_gateway_core::Relay;
+        use tern_wire::{ErrorCode, ReceiptStatus};
+        let (_d, mut store) = open();
+        store
+            .write(|s| {
+                s.put_user(&user("alice@x", &[]))?;
+                assert_eq!(s.relay("alice@x", b"m1")?, None);
+                let mut relay = Relay {
+                    peer: "romeo@xmpp.test".into(),
+                    status: ReceiptStatus::Relayed,
+                };
+                s.put_relay("alice@x", b"m1", &relay)?;
+                assert_eq!(s.relay("alice@x", b"m1")?, Some(relay.clone()));
+                relay.status = ReceiptStatus::Failed(ErrorCode::UNKNOWN_USER);
+                s.put_relay("alice@x", b"m1", &relay)?;
+                assert_eq!(s.relay("alice@x", b"m1")?, Some(relay));
+                assert_eq!(s.relay("alice@x", b"m2")?, None);
+                s.remove_user("alice@x")?;
+                assert_eq!(s.relay("alice@x", b"m1")?, None);
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]

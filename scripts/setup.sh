@@ -19,4 +19,12 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+
+# The XMPP federation tests (tests/tests/federation.rs) drive a real Prosody (Debian's
+# package) with slixmpp clients (a venv cached outside the repository). Both scripts
+# change nothing when everything is there, and need root only to install.
+xmpp="$(cd "$(dirname "$0")" && pwd)/xmpp"
+"$xmpp/prosody.sh" install
+"$xmpp/slixmpp.sh" >/dev/null
+
 log "ready"

@@ -10,6 +10,7 @@
 pub mod linkem;
 pub mod raw;
 pub mod relay;
+pub mod xmpp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -4,12 +4,18 @@
 //! same publish with no rules, measured in the same run, interleaved round by round; the
 //! table gives the ratios. (Frames per publish count the owner's `Ok` too.)
 //!
+//! Two more rows measure federation (issue 7): the same gateway joined to XMPP with the
+//! same local watchers (what being federated costs when nobody is remote), and 1,000
+//! XMPP watchers instead (one outbox write and one `Federate` stanza each; the store's
+//! outbox is emptied after every publish, as the bridge's confirmations do).
+//!
 //! `cargo bench -p tern-benches --bench hub`
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use tern_gateway_core::auth::hash_token;
+use tern_gateway_core::federation::{Inbound, SubKind};
 use tern_gateway_core::{DomainConfig, Hub, HubConfig, MemStore, Store, UserRecord};
 use tern_wire::{Availability, Decision, Hello, PresenceRule, Rules, Up, VERSION, View, When, Who};
 
@@ -27,14 +33,27 @@ fn user(address: &str) -> UserRecord {
     }
 }
 
-/// A hub with the owner on connection 0 and `WATCHERS` subscribers online, the owner's
-/// rules set.
-fn world(rules: &Rules) -> (Hub, MemStore) {
+/// Who watches the owner.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    /// `WATCHERS` local principals online, on a gateway not joined to XMPP.
+    Local,
+    /// The same on a gateway whose `example.com` is joined to XMPP.
+    LocalFederated,
+    /// `WATCHERS` XMPP users, on a gateway joined to XMPP.
+    Remote,
+}
+
+/// A hub with the owner on connection 0 and `WATCHERS` subscribers, the owner's rules
+/// set.
+fn world(rules: &Rules, audience: Audience) -> (Hub, MemStore) {
+    let federation = (audience != Audience::Local).then(|| "example.com".to_string());
     let config = HubConfig {
         domains: vec![
             DomainConfig::new("example.com"),
             DomainConfig::new("work.example"),
         ],
+        federation,
         ..HubConfig::default()
     };
     let mut store = MemStore::default();
@@ -69,6 +88,20 @@ fn world(rules: &Rules) -> (Hub, MemStore) {
     };
     hub.handle_frame(now, 0, rules_frame, &mut store)
         .expect("rules");
+    if audience == Audience::Remote {
+        for i in 0..WATCHERS {
+            let subscribe = Inbound::Subscription {
+                from: format!("r{i}@xmpp.example"),
+                to: OWNER.into(),
+                kind: SubKind::Subscribe,
+            };
+            hub.handle_federated(now, subscribe, &mut store)
+                .expect("remote subscribe");
+        }
+        while hub.poll_action().is_some() {}
+        store.fed_remove(u64::MAX).expect("outbox");
+        return (hub, store);
+    }
     for i in 0..WATCHERS {
         let domain = if i % 2 == 0 {
             "example.com"
@@ -170,10 +203,17 @@ fn main() {
     let mut worlds: Vec<(&str, Hub, MemStore)> = rule_sets()
         .into_iter()
         .map(|(name, rules)| {
-            let (hub, store) = world(&rules);
+            let (hub, store) = world(&rules, Audience::Local);
             (name, hub, store)
         })
         .collect();
+    for (name, audience) in [
+        ("no rules, gateway joined to XMPP", Audience::LocalFederated),
+        ("no rules, 1,000 XMPP watchers", Audience::Remote),
+    ] {
+        let (hub, store) = world(&Rules::default(), audience);
+        worlds.push((name, hub, store));
+    }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); worlds.len()];
     let mut frames = vec![0usize; worlds.len()];
     let mut now = 10_000_000;
@@ -193,6 +233,8 @@ fn main() {
                     }
                     black_box(action);
                 }
+                // The bridge's confirmation empties the outbox.
+                store.fed_remove(u64::MAX).expect("outbox");
             }
             // Round 0 warms up.
             if round > 0 {
@@ -200,11 +242,11 @@ fn main() {
             }
         }
     }
-    println!(
-        "hub fan-out: one publish to {WATCHERS} online watchers, {rounds} rounds of {PER_ROUND}"
-    );
+    println!("hub fan-out: one publish to {WATCHERS} watchers, {rounds} rounds of {PER_ROUND}");
     println!();
-    println!("| rule set | frames per publish | p50 µs per publish | p90 µs | p50 ÷ no rules |");
+    println!(
+        "| rule set | frames or stanzas per publish | p50 µs per publish | p90 µs | p50 ÷ no rules |"
+    );
     println!("|---|---|---|---|---|");
     let mut base = None;
     for (i, (name, _, _)) in worlds.iter().enumerate() {

@@ -250,6 +250,8 @@ pub struct MemStore {
     admin_log: Vec<AdminRecord>,
     /// The federation outbox and its last sequence number.
     outbox: (u64, BTreeMap<u64, Outbound>),
+    /// (from, to) → the waiting presence's number, for coalescing.
+    waiting_presence: HashMap<(String, String), u64>,
     relays: HashMap<(String, Vec<u8>), Relay>,
 }
 
@@ -495,10 +497,13 @@ impl Store for MemStore {
 
     fn fed_push(&mut self, stanza: &Outbound) -> Result<u64, StoreError> {
         let (last, items) = &mut self.outbox;
-        if let Some(key) = stanza.coalesce_key() {
-            items.retain(|_, waiting| waiting.coalesce_key() != Some(key));
-        }
         *last += 1;
+        if let Some((from, to)) = stanza.coalesce_key() {
+            let key = (from.to_string(), to.to_string());
+            if let Some(old) = self.waiting_presence.insert(key, *last) {
+                items.remove(&old);
+            }
+        }
         items.insert(*last, stanza.clone());
         Ok(*last)
     }
@@ -515,6 +520,7 @@ impl Store for MemStore {
 
     fn fed_remove(&mut self, upto: u64) -> Result<(), StoreError> {
         self.outbox.1.retain(|seq, _| *seq > upto);
+        self.waiting_presence.retain(|_, seq| *seq > upto);
         Ok(())
     }
 

@@ -46,9 +46,11 @@ impl Hub {
             self.fail(conn, req, code, why);
             return Ok(());
         }
-        if let Some(to) = Address::parse(&msg.to)
-            .ok()
-            .filter(|to| self.federates(to.as_str()))
+        // (Without federation the address is parsed once, by `route`, as before.)
+        if self.config.federation.is_some()
+            && let Some(to) = Address::parse(&msg.to)
+                .ok()
+                .filter(|to| self.federates(to.as_str()))
         {
             return self.relay_message(conn, sender, req, msg, to, store);
         }

@@ -489,6 +489,7 @@ impl Hub {
 
     /// The normalised address, when it is a well-formed one the bridge reaches.
     fn remote_target(&self, target: &str) -> Option<String> {
+        self.config.federation.as_ref()?;
         Address::parse(target)
             .ok()
             .filter(|a| self.federates(a.as_str()))

@@ -585,6 +585,17 @@ impl Hub {
             // answer is the same.
             return self.tell_watcher(from, to, SubState::Active, store);
         }
+        // A new request counts against the domain's subscription rate, keyed by the
+        // remote user. Over it, the request is dropped: XMPP has no "later", and its
+        // server sends pending requests again at the user's next login.
+        let domain = to.rsplit_once('@').map_or("", |(_, d)| d).to_string();
+        if let Err(wait) = self
+            .limiter
+            .check_in(self.now, &domain, from, Kind::Subscription)
+        {
+            tracing::debug!(%from, %to, ?wait, "remote subscribe over the rate: dropped");
+            return Ok(());
+        }
         match self.grant(to, from).decision {
             Decision::Deny | Decision::FetchOnly => {
                 self.tell_remote(to, from, SubKind::Unsubscribed, store)

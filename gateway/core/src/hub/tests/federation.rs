@@ -608,3 +608,48 @@ fn the_outbox_keeps_only_the_latest_presence_per_watcher() {
     w.store.fed_remove(last).unwrap();
     assert!(w.store.fed_after(0, 100).unwrap().is_empty());
 }
+
+#[test]
+fn remote_floods_are_limited_like_a_principal_of_the_domain_written_to() {
+    let mut w = World::new();
+    let mut config = w.hub.config().clone();
+    config.federation = Some("example.com".into());
+    for domain in &mut config.domains {
+        domain.rates.messages_per_minute = 2;
+        domain.rates.subscriptions_per_minute = 1;
+        domain.rates.burst = 1;
+    }
+    w.hub = Hub::new(config);
+    w.hub.load(w.now, &mut w.store).unwrap();
+    w.login(1, ALICE);
+    let delivered = |w: &mut World, id: &[u8]| {
+        let actions = inbound(w, remote_message(id, "spam", false));
+        (delivered_items(&actions, 1).len(), stanzas(&actions))
+    };
+    assert_eq!(delivered(&mut w, b"s1").0, 1);
+    let (n, out) = delivered(&mut w, b"s2");
+    assert_eq!(n, 0);
+    assert!(
+        matches!(
+            &out[..],
+            [Outbound::Error {
+                code: ErrorCode::RATE_LIMITED,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    // Subscriptions: Romeo's first is answered, his next new one in the same minute
+    // dropped (another remote user has its own bucket).
+    const BOB: &str = "bob@example.com";
+    let first = stanzas(&inbound(&mut w, sub(ROMEO, ALICE, SubKind::Subscribe)));
+    assert_eq!(first[0], out_sub(ALICE, ROMEO, SubKind::Subscribed));
+    assert!(stanzas(&inbound(&mut w, sub(ROMEO, BOB, SubKind::Subscribe))).is_empty());
+    let juliet = stanzas(&inbound(&mut w, sub(JULIET, BOB, SubKind::Subscribe)));
+    assert_eq!(juliet[0], out_sub(BOB, JULIET, SubKind::Subscribed));
+    // A minute later Romeo goes through again.
+    w.now += 61_000;
+    assert_eq!(delivered(&mut w, b"s3").0, 1);
+    let later = stanzas(&inbound(&mut w, sub(ROMEO, BOB, SubKind::Subscribe)));
+    assert_eq!(later[0], out_sub(BOB, ROMEO, SubKind::Subscribed));
+}

@@ -24,7 +24,7 @@ use super::limits::Kind;
 use super::{Action, ConnId, Hub, Millis};
 use crate::access::{self, is_anonymous};
 use crate::federation::{Inbound, Outbound, SubKind, carries_as_text, resource_id};
-use crate::store::{Relay, Request, SentRecord, Store, StoreError, Versioned};
+use crate::store::{Relay, SentRecord, Store, StoreError, Versioned};
 
 /// A remote sender's message, as [`Inbound::Message`] carries it.
 struct Remote {
@@ -418,12 +418,7 @@ impl Hub {
             self.fail(conn, req, ErrorCode::REFUSED, "subscription limit reached");
             return Ok(());
         }
-        let request = Request {
-            watcher: user.into(),
-            target: target.clone(),
-            at: self.now,
-        };
-        store.add_request(&request)?;
+        self.record_request(user, &target, store)?;
         let kind = SubKind::Subscribe;
         let stanza = Outbound::Subscription {
             from: user.into(),
@@ -604,12 +599,7 @@ impl Hub {
                 if store.requests_to(to)?.iter().any(|r| r.watcher == from) {
                     return Ok(());
                 }
-                let request = Request {
-                    watcher: from.into(),
-                    target: to.into(),
-                    at: self.now,
-                };
-                store.add_request(&request)?;
+                self.record_request(from, to, store)?;
                 self.tell_owner_asked(to, from);
                 Ok(())
             }

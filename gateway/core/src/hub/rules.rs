@@ -237,15 +237,25 @@ impl Hub {
         target: &str,
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
+        self.record_request(watcher, target, store)?;
+        self.send(conn, Down::Pending { req });
+        self.tell_owner_asked(target, watcher);
+        Ok(())
+    }
+
+    /// Stores a pending request of `watcher` to watch `target`, asked now.
+    pub(super) fn record_request(
+        &self,
+        watcher: &str,
+        target: &str,
+        store: &mut dyn Store,
+    ) -> Result<(), StoreError> {
         let request = Request {
             watcher: watcher.into(),
             target: target.into(),
             at: self.now,
         };
-        store.add_request(&request)?;
-        self.send(conn, Down::Pending { req });
-        self.tell_owner_asked(target, watcher);
-        Ok(())
+        store.add_request(&request)
     }
 
     /// Tells the presentity's principal's sessions that `watcher` asks to watch.

@@ -511,6 +511,6 @@ fn bridge_up(
             }
         }
     }
-    tracing::info!(sent_from_outbox = after, "XMPP bridge up");
+    tracing::info!(replayed_upto = after, "XMPP bridge up");
     Some(out)
 }

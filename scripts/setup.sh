@@ -25,6 +25,7 @@ done
 # change nothing when everything is there, and need root only to install.
 xmpp="$(cd "$(dirname "$0")" && pwd)/xmpp"
 "$xmpp/prosody.sh" install
+"$xmpp/ejabberd.sh" install
 "$xmpp/slixmpp.sh" >/dev/null
 
 log "ready"

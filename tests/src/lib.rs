@@ -7,6 +7,7 @@
 //! bytes no well-behaved client would send. It may not reach into the gateway's or the
 //! client's internals: only their public APIs.
 
+pub mod federation;
 pub mod linkem;
 pub mod raw;
 pub mod relay;

@@ -1,15 +1,19 @@
-//! Real XMPP peers for the federation tests (`tests/federation.rs`): a throw-away
-//! Prosody on loopback ([`Prosody`], driving `scripts/xmpp/prosody.sh`) and XMPP users
-//! played by slixmpp processes ([`Peer`], driving `tests/xmpp/peer.py` over JSON lines).
+//! Real XMPP peers for the federation tests (`tests/federation.rs` against Prosody,
+//! `tests/federation_ejabberd.rs` against ejabberd): a throw-away XMPP server on
+//! loopback ([`Prosody`] driving `scripts/xmpp/prosody.sh`, [`Ejabberd`] driving
+//! `scripts/xmpp/ejabberd.sh`, both an [`XmppServer`]) and XMPP users played by slixmpp
+//! processes ([`Peer`], driving `tests/xmpp/peer.py` over JSON lines).
 //!
-//! Both install what they need on first use (`prosody.sh install`, `slixmpp.sh`, each
-//! idempotent) and panic with the reason when the machine cannot run them: a test that
-//! needs a real XMPP server never passes without one. Prosody is stopped and its
-//! directory removed on drop; a peer process is killed on drop. When a test fails, the
-//! tail of the server's log is printed (kept whole with `TERN_KEEP_DATA=1`).
+//! Both install what they need on first use (`prosody.sh install` or `ejabberd.sh
+//! install`, and `slixmpp.sh`, each idempotent) and panic with the reason when the
+//! machine cannot run them: a test that needs a real XMPP server never passes without
+//! one. The server is stopped and its directory removed on drop; a peer process is
+//! killed on drop. When a test fails, the tail of the server's log is printed (kept
+//! whole with `TERN_KEEP_DATA=1`).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -21,21 +25,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How long a test waits for something from the XMPP side: generous, since a stanza
-/// may cross Prosody, the bridge, the hub and a QUIC client on a loaded machine.
+/// may cross the XMPP server, the bridge, the hub and a QUIC client on a loaded machine.
 pub const PATIENTLY: Duration = Duration::from_secs(30);
-
-/// Prosody's log line when a component's handshake succeeds.
-const COMPONENT_UP: &str = "External component successfully authenticated";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the workspace root")
         .to_path_buf()
-}
-
-fn prosody_sh() -> PathBuf {
-    repo().join("scripts/xmpp/prosody.sh")
 }
 
 /// Runs a command to its end; its stdout, or the reason it failed.
@@ -62,16 +59,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         Ok(value) => value,
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
         Err(err) => panic!("a blocking task was cancelled: {err}"),
-    }
-}
-
-/// Prosody is installed (once per test binary); panics with the reason if it cannot be.
-fn prosody_installed() {
-    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    let done =
-        DONE.get_or_init(|| run(Command::new("bash").arg(prosody_sh()).arg("install")).map(drop));
-    if let Err(why) = done {
-        panic!("Prosody is needed for the XMPP tests and could not be installed: {why}");
     }
 }
 
@@ -102,9 +89,80 @@ pub struct XmppUser {
     pub password: String,
 }
 
-/// A Prosody of its own on 127.0.0.1: `VirtualHost` [`Self::host`] for XMPP users and
-/// the XEP-0114 component [`Self::component_host`] (example.com) for the gateway.
-pub struct Prosody {
+/// What differs between the XMPP servers the tests run: the script that runs one, and
+/// what its log says.
+pub trait Flavour: 'static {
+    /// Its name, for messages.
+    const NAME: &'static str;
+    /// Its script, relative to the workspace root.
+    const SCRIPT: &'static str;
+    /// The prefix of the variables its script prints (`PROSODY`: `PROSODY_C2S_PORT`...).
+    const VARS: &'static str;
+    /// Its log file in the instance's directory.
+    const LOG: &'static str;
+    /// Its log line when a component's handshake succeeds.
+    const COMPONENT_UP: &'static str;
+    /// Its log line when an authenticated component stream for `domain` ends.
+    fn component_down(domain: &str) -> String;
+    /// Whether it is installed (once per test binary): `install` runs at most once.
+    fn installed() -> &'static OnceLock<Result<(), String>>;
+}
+
+/// Prosody 0.12 (Debian's package), run by `scripts/xmpp/prosody.sh`.
+#[derive(Debug)]
+pub enum ProsodyFlavour {}
+
+impl Flavour for ProsodyFlavour {
+    const NAME: &'static str = "Prosody";
+    const SCRIPT: &'static str = "scripts/xmpp/prosody.sh";
+    const VARS: &'static str = "PROSODY";
+    const LOG: &'static str = "prosody.log";
+    const COMPONENT_UP: &'static str = "External component successfully authenticated";
+
+    fn component_down(domain: &str) -> String {
+        format!("component disconnected: {domain} ")
+    }
+
+    fn installed() -> &'static OnceLock<Result<(), String>> {
+        static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+        &DONE
+    }
+}
+
+/// ejabberd 23.01 (Debian's package), run by `scripts/xmpp/ejabberd.sh`.
+#[derive(Debug)]
+pub enum EjabberdFlavour {}
+
+impl Flavour for EjabberdFlavour {
+    const NAME: &'static str = "ejabberd";
+    const SCRIPT: &'static str = "scripts/xmpp/ejabberd.sh";
+    const VARS: &'static str = "EJABBERD";
+    /// The VM's console: the lines of ejabberd.log, written at once (ejabberd.log lags).
+    const LOG: &'static str = "ejabberd.out";
+    const COMPONENT_UP: &'static str = "Accepted external component handshake authentication for ";
+
+    /// ejabberd's router logs this (at debug level, which the tests use) when the
+    /// component's process ends, whichever side ended the stream.
+    fn component_down(domain: &str) -> String {
+        format!("Route unregistered: {domain}\n")
+    }
+
+    fn installed() -> &'static OnceLock<Result<(), String>> {
+        static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+        &DONE
+    }
+}
+
+/// A Prosody of its own on 127.0.0.1.
+pub type Prosody = XmppServer<ProsodyFlavour>;
+
+/// An ejabberd of its own on 127.0.0.1.
+pub type Ejabberd = XmppServer<EjabberdFlavour>;
+
+/// An XMPP server of its own on 127.0.0.1 (a throw-away instance in a temporary
+/// directory): host [`Self::host`] for XMPP users and the XEP-0114 component
+/// [`Self::component_host`] (example.com) for the gateway.
+pub struct XmppServer<F: Flavour> {
     dir: Option<TempDir>,
     /// The client (c2s) port.
     pub c2s_port: u16,
@@ -116,6 +174,11 @@ pub struct Prosody {
     pub host: String,
     /// The component's domain (example.com).
     pub component_host: String,
+    flavour: PhantomData<fn() -> F>,
+}
+
+fn script<F: Flavour>() -> PathBuf {
+    repo().join(F::SCRIPT)
 }
 
 impl Prosody {
@@ -127,44 +190,84 @@ impl Prosody {
 
     /// Starts a fresh server with these Lua lines in its global section.
     pub async fn start_with(extra_config: &str) -> Self {
-        let extra = extra_config.to_string();
-        blocking(move || Self::start_blocking(&extra)).await
+        let env = vec![
+            ("PROSODY_EXTRA_CONFIG".to_string(), extra_config.to_string()),
+            ("PROSODY_LOG_LEVEL".to_string(), "debug".to_string()),
+        ];
+        blocking(move || Self::start_blocking(&env)).await
+    }
+}
+
+impl Ejabberd {
+    /// Starts a fresh server. Its component listener needs nothing beyond the domain and
+    /// secret; ejabberd has no counterpart of Prosody's `kick_old`: it accepts a second
+    /// connection for the same domain beside the first, and spreads the stanzas for the
+    /// domain between them.
+    pub async fn start() -> Self {
+        Self::start_with("").await
     }
 
-    fn start_blocking(extra_config: &str) -> Self {
-        prosody_installed();
+    /// Starts a fresh server with these YAML lines (top-level options) at the end of
+    /// its ejabberd.yml.
+    pub async fn start_with(extra_config: &str) -> Self {
+        let env = vec![
+            (
+                "EJABBERD_EXTRA_CONFIG".to_string(),
+                extra_config.to_string(),
+            ),
+            ("EJABBERD_LOG_LEVEL".to_string(), "debug".to_string()),
+        ];
+        blocking(move || Self::start_blocking(&env)).await
+    }
+}
+
+impl<F: Flavour> XmppServer<F> {
+    fn installed() {
+        let done = F::installed()
+            .get_or_init(|| run(Command::new("bash").arg(script::<F>()).arg("install")).map(drop));
+        if let Err(why) = done {
+            panic!(
+                "{} is needed for the XMPP tests and could not be installed: {why}",
+                F::NAME
+            );
+        }
+    }
+
+    fn start_blocking(env: &[(String, String)]) -> Self {
+        Self::installed();
         let dir = tempfile::Builder::new()
             .prefix("tern-xmpp-test.")
             .tempdir()
-            .expect("a directory for Prosody");
+            .unwrap_or_else(|e| panic!("a directory for {}: {e}", F::NAME));
         let exports = run(Command::new("bash")
-            .arg(prosody_sh())
+            .arg(script::<F>())
             .arg("start")
             .arg(dir.path())
-            .env("PROSODY_EXTRA_CONFIG", extra_config)
-            .env("PROSODY_LOG_LEVEL", "debug"))
+            .envs(env.iter().cloned()))
         .unwrap_or_else(|why| {
             let _ = run(Command::new("bash")
-                .arg(prosody_sh())
+                .arg(script::<F>())
                 .arg("stop")
                 .arg(dir.path()));
-            panic!("Prosody did not start: {why}")
+            panic!("{} did not start: {why}", F::NAME)
         });
         let var = |name: &str| -> String {
+            let name = format!("{}_{name}", F::VARS);
             exports
                 .lines()
                 .find_map(|line| line.strip_prefix(&format!("export {name}=")))
                 .map(|v| v.trim_matches('\'').to_string())
-                .unwrap_or_else(|| panic!("prosody.sh start printed no {name}: {exports}"))
+                .unwrap_or_else(|| panic!("{} start printed no {name}: {exports}", F::SCRIPT))
         };
         let port = |name: &str| var(name).parse::<u16>().expect("a port number");
         Self {
-            c2s_port: port("PROSODY_C2S_PORT"),
-            component_port: port("PROSODY_COMPONENT_PORT"),
-            secret: var("PROSODY_COMPONENT_SECRET"),
-            host: var("PROSODY_XMPP_HOST"),
-            component_host: var("PROSODY_COMPONENT_HOST"),
+            c2s_port: port("C2S_PORT"),
+            component_port: port("COMPONENT_PORT"),
+            secret: var("COMPONENT_SECRET"),
+            host: var("XMPP_HOST"),
+            component_host: var("COMPONENT_HOST"),
             dir: Some(dir),
+            flavour: PhantomData,
         }
     }
 
@@ -183,11 +286,11 @@ impl Prosody {
     }
 
     async fn script(&self, args: Vec<String>) -> Result<String, String> {
-        let sh = prosody_sh();
+        let sh = script::<F>();
         blocking(move || run(Command::new("bash").arg(sh).args(args))).await
     }
 
-    /// Creates `local@host` with a random password (prosodyctl register).
+    /// Creates `local@host` with a random password (prosodyctl / ejabberdctl register).
     pub async fn add_user(&self, local: &str) -> XmppUser {
         let jid = format!("{local}@{}", self.host);
         let password = format!("pw-{}", rand::random::<u64>());
@@ -207,7 +310,7 @@ impl Prosody {
     pub async fn stop(&self) {
         let args = vec!["stop".into(), self.path().display().to_string()];
         if let Err(why) = self.script(args).await {
-            panic!("Prosody did not stop: {why}");
+            panic!("{} did not stop: {why}", F::NAME);
         }
     }
 
@@ -215,25 +318,26 @@ impl Prosody {
     pub async fn start_again(&self) {
         let args = vec!["start".into(), self.path().display().to_string()];
         if let Err(why) = self.script(args).await {
-            panic!("Prosody did not start again: {why}");
+            panic!("{} did not start again: {why}", F::NAME);
         }
     }
 
     /// The server's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.path().join("prosody.log")).unwrap_or_default()
+        std::fs::read_to_string(self.path().join(F::LOG)).unwrap_or_default()
     }
 
     /// How many times a component authenticated so far.
     pub fn component_connections(&self) -> usize {
-        self.log().matches(COMPONENT_UP).count()
+        self.log().matches(F::COMPONENT_UP).count()
     }
 
     /// How many times the component's authenticated stream ended so far (a connection
-    /// that never said who it is, such as prosody.sh's own port check, is not counted).
+    /// that never said who it is, such as the script's own port check, is not counted).
     pub fn component_disconnections(&self) -> usize {
-        let line = format!("component disconnected: {} ", self.component_host);
-        self.log().matches(&line).count()
+        self.log()
+            .matches(&F::component_down(&self.component_host))
+            .count()
     }
 
     /// Waits until a component (the gateway's bridge) has authenticated `n` times in
@@ -243,8 +347,9 @@ impl Prosody {
         while self.component_connections() < n {
             assert!(
                 Instant::now() < deadline,
-                "the gateway's component did not connect to Prosody ({n} connection(s) \
+                "the gateway's component did not connect to {} ({n} connection(s) \
                  expected, {} seen) within {PATIENTLY:?}",
+                F::NAME,
                 self.component_connections()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -252,31 +357,35 @@ impl Prosody {
     }
 }
 
-/// The last lines of an instance's log, continuation lines left out.
-fn log_tail(dir: &Path, lines: usize) -> String {
-    let log = std::fs::read_to_string(dir.join("prosody.log")).unwrap_or_default();
-    let kept: Vec<&str> = log.lines().filter(|l| !l.starts_with('\t')).collect();
+/// The last lines of a log, continuation lines (which start with white space) left out.
+fn log_tail(log: &Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let kept: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with(char::is_whitespace))
+        .collect();
     kept[kept.len().saturating_sub(lines)..].join("\n")
 }
 
-impl Drop for Prosody {
+impl<F: Flavour> Drop for XmppServer<F> {
     fn drop(&mut self) {
         let Some(dir) = self.dir.take() else {
             return;
         };
         if std::thread::panicking() {
             eprintln!(
-                "---- Prosody's log ({}), last lines ----\n{}\n----",
+                "---- {}'s log ({}), last lines ----\n{}\n----",
+                F::NAME,
                 dir.path().display(),
-                log_tail(dir.path(), 80)
+                log_tail(&dir.path().join(F::LOG), 80)
             );
         }
         if let Err(why) = run(Command::new("bash")
-            .arg(prosody_sh())
+            .arg(script::<F>())
             .arg("stop")
             .arg(dir.path()))
         {
-            eprintln!("Prosody did not stop: {why}");
+            eprintln!("{} did not stop: {why}", F::NAME);
         }
         if std::env::var("TERN_KEEP_DATA").is_ok_and(|v| v == "1") {
             eprintln!("kept {}", dir.keep().display());
@@ -301,12 +410,16 @@ pub struct Peer {
 
 impl Peer {
     /// Logs `user` in as `user.jid/resource` and sends its initial presence.
-    pub async fn login(prosody: &Prosody, user: &XmppUser, resource: &str) -> Self {
+    pub async fn login<F: Flavour>(
+        server: &XmppServer<F>,
+        user: &XmppUser,
+        resource: &str,
+    ) -> Self {
         let jid = format!("{}/{resource}", user.jid);
         let mut child = Command::new(python())
             .arg(repo().join("tests/xmpp/peer.py"))
             .args([&jid, &user.password, "127.0.0.1"])
-            .arg(prosody.c2s_port.to_string())
+            .arg(server.c2s_port.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

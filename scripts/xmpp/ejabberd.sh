@@ -88,63 +88,16 @@
 # SIGKILL after 15 s; waits until the process is gone. Does nothing if no server of DIR
 # runs (safe in an EXIT trap).
 
-_ejabberd_say() { printf 'ejabberd.sh: %s\n' "$*" >&2; }
+# Shared helpers (xmpp_apt_install, xmpp_alive, xmpp_free_ports, ...).
+XMPP_SCRIPT=ejabberd.sh
+# shellcheck source=scripts/xmpp/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-_EJABBERD_APT_UPDATED=
+_ejabberd_say() { xmpp_say "$@"; }
 
-_ejabberd_apt_install() {
-    local created_policy=0 status=0 log
-    log=$(mktemp "${TMPDIR:-/tmp}/tern-ejabberd-apt.XXXXXX")
-    # Debian starts a package's service on install unless policy-rc.d says no (101).
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\n# tern scripts/xmpp/ejabberd.sh: no service starts during its apt-get\nexit 101\n' \
-            >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        created_policy=1
-    fi
-    {
-        # An install straight from the existing package lists first; `apt-get update`
-        # only if that fails (lists missing or stale).
-        env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y \
-            --no-install-recommends "$@" ||
-            {
-                if [[ -z "$_EJABBERD_APT_UPDATED" ]]; then
-                    env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update &&
-                        _EJABBERD_APT_UPDATED=1
-                fi &&
-                    env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y \
-                        --no-install-recommends "$@"
-            }
-    } >"$log" 2>&1 || status=$?
-    if [[ $created_policy -eq 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
-    if [[ $status -ne 0 ]]; then
-        _ejabberd_say "apt-get install $* failed:"
-        tail -n 30 "$log" >&2
-    fi
-    rm -f "$log"
-    return "$status"
-}
 
-# True if PID is a live process (a zombie, exited but not yet reaped, is not).
-_ejabberd_alive() {
-    local state
-    kill -0 "$1" 2>/dev/null || return 1
-    state=$(sed -n 's/^[0-9]* (.*) \([A-Z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null || true)
-    [[ -n "$state" && "$state" != Z && "$state" != X ]]
-}
 
-# Waits up to N tenths of a second for PID to end; reaps it if it is our child.
-_ejabberd_wait_gone() {
-    local pid=$1 n=$2 i
-    for ((i = 0; i < n; i++)); do
-        if ! _ejabberd_alive "$pid"; then
-            wait "$pid" 2>/dev/null || true
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
-}
+
 
 _ejabberd_cmdline() {
     tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true
@@ -171,7 +124,7 @@ _ejabberd_quiet_system_service() {
         if _ejabberd_cmdline "$pid" | grep -q -e '-mnesia dir "/var/lib/ejabberd"' -e "-mnesia dir /var/lib/ejabberd "; then
             _ejabberd_say "stopping the system's ejabberd (pid $pid)"
             kill -TERM "$pid" 2>/dev/null || true
-            _ejabberd_wait_gone "$pid" 150 || kill -KILL "$pid" 2>/dev/null || true
+            xmpp_wait_gone "$pid" 150 || kill -KILL "$pid" 2>/dev/null || true
         fi
     done
 }
@@ -203,7 +156,7 @@ ejabberd_install() {
             return 1
         fi
         _ejabberd_say "installing ejabberd from Debian (apt-get)"
-        _ejabberd_apt_install ejabberd || return 1
+        xmpp_apt_install ejabberd || return 1
         if [[ $had_epmd -eq 0 ]] && command -v systemctl >/dev/null; then
             systemctl disable epmd.socket epmd.service >/dev/null 2>&1 || true
         fi
@@ -212,20 +165,6 @@ ejabberd_install() {
     return 0
 }
 
-_ejabberd_dir() {
-    local dir=${1:-}
-    if [[ -z "$dir" ]]; then
-        _ejabberd_say "error: no instance directory given"
-        return 1
-    fi
-    mkdir -p "$dir" || return 1
-    dir=$(cd "$dir" && pwd) || return 1
-    if [[ "$dir" == *[\"\\\'$'\n']* ]]; then
-        _ejabberd_say "error: the directory's path must not contain quotes, backslashes or newlines: $dir"
-        return 1
-    fi
-    printf '%s\n' "$dir"
-}
 
 # The pid of DIR's VM if it runs (checked against its command line), else nothing.
 _ejabberd_pid() {
@@ -234,57 +173,24 @@ _ejabberd_pid() {
     [[ "$pid" =~ ^[0-9]+$ ]] || return 0
     node=$(sed -n 's/^EJABBERD_NODE=//p' "$dir/instance.env" 2>/dev/null)
     [[ -n "$node" ]] || return 0
-    if _ejabberd_alive "$pid" &&
+    if xmpp_alive "$pid" &&
         _ejabberd_cmdline "$pid" | grep -qF -- "-name $node " &&
         _ejabberd_cmdline "$pid" | grep -qF -- "$dir/spool"; then
         printf '%s\n' "$pid"
     fi
 }
 
-# Three distinct free TCP ports on 127.0.0.1, below the ephemeral range (outgoing
-# connections never take them, so a restarted server gets them back).
-_ejabberd_free_ports() {
-    python3 - <<'EOF'
-import random, socket
-try:
-    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-except OSError:
-    low = 32768
-low = max(low, 12000)
-ports = []
-for _ in range(500):
-    port = random.randrange(10000, low)
-    if port in ports:
-        continue
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", port))
-        ports.append(port)
-    except OSError:
-        pass
-    finally:
-        s.close()
-    if len(ports) == 3:
-        break
-if len(ports) != 3:
-    raise SystemExit("no free ports")
-print(*ports)
-EOF
-}
 
-_ejabberd_random() {
-    od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'
-}
 
 _ejabberd_write_config() {
     local dir=$1 c2s component dist secret xmpp_host component_host level node
-    read -r c2s component dist < <(_ejabberd_free_ports) || return 1
+    read -r c2s component dist < <(xmpp_free_ports 3) || return 1
     [[ -n "$dist" ]] || return 1
-    secret=${EJABBERD_COMPONENT_SECRET:-$(_ejabberd_random 16)}
+    secret=${EJABBERD_COMPONENT_SECRET:-$(xmpp_random 16)}
     xmpp_host=${EJABBERD_XMPP_HOST:-xmpp.test}
     component_host=${EJABBERD_COMPONENT_HOST:-example.com}
     level=${EJABBERD_LOG_LEVEL:-debug}
-    node="tern-$(_ejabberd_random 6)@127.0.0.1"
+    node="tern-$(xmpp_random 6)@127.0.0.1"
     if [[ "$secret$xmpp_host$component_host$level" == *[\"\\\'$'\n'\ ]* ]]; then
         _ejabberd_say "error: quotes, backslashes, spaces or newlines in the hosts, secret or log level"
         return 1
@@ -292,7 +198,7 @@ _ejabberd_write_config() {
     mkdir -p "$dir/spool" "$dir/home" || return 1
     chmod 700 "$dir/home"
     # Erlang refuses a cookie file that others can read.
-    (umask 077 && _ejabberd_random 20 >"$dir/home/.erlang.cookie") || return 1
+    (umask 077 && xmpp_random 20 >"$dir/home/.erlang.cookie") || return 1
     chmod 400 "$dir/home/.erlang.cookie"
     cat >"$dir/instance.env" <<EOF
 EJABBERD_C2S_PORT=$c2s
@@ -375,9 +281,6 @@ _ejabberd_export() {
     if [[ -n "$pid" ]]; then export EJABBERD_PID="$pid"; fi
 }
 
-_ejabberd_port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
 
 # The environment and options every erl of DIR's instance runs with.
 _ejabberd_erl_env() {
@@ -389,7 +292,7 @@ _ejabberd_erl_env() {
 
 ejabberd_start() {
     local dir pid i limit mark=0 port env_lines
-    dir=$(_ejabberd_dir "${1:-}") || return 1
+    dir=$(xmpp_instance_dir "${1:-}") || return 1
     ejabberd_install || return 1
     if [[ ! -f "$dir/ejabberd.yml" || ! -f "$dir/instance.env" ]]; then
         _ejabberd_write_config "$dir" || { _ejabberd_say "error: cannot write the configuration"; return 1; }
@@ -401,7 +304,7 @@ ejabberd_start() {
         return 0
     fi
     for port in "$EJABBERD_C2S_PORT" "$EJABBERD_COMPONENT_PORT" "$EJABBERD_DIST_PORT"; do
-        if _ejabberd_port_open "$port"; then
+        if xmpp_port_open "$port"; then
             _ejabberd_say "error: port $port is already taken by another process"
             return 1
         fi
@@ -426,7 +329,7 @@ ejabberd_start() {
     echo "$pid" >"$dir/server.pid"
     limit=$((${EJABBERD_START_TIMEOUT:-30} * 10))
     for ((i = 0; i < limit; i++)); do
-        if ! _ejabberd_alive "$pid"; then
+        if ! xmpp_alive "$pid"; then
             wait "$pid" 2>/dev/null || true
             _ejabberd_say "error: ejabberd exited during start; its output:"
             tail -n +"$((mark + 1))" "$dir/ejabberd.out" 2>/dev/null | grep -v '^ ' | tail -n 30 >&2 || true
@@ -440,7 +343,7 @@ ejabberd_start() {
             return 1
         fi
         if tail -n +"$((mark + 1))" "$dir/ejabberd.out" 2>/dev/null | grep -q ' is started in the node ' &&
-            _ejabberd_port_open "$EJABBERD_C2S_PORT" && _ejabberd_port_open "$EJABBERD_COMPONENT_PORT"; then
+            xmpp_port_open "$EJABBERD_C2S_PORT" && xmpp_port_open "$EJABBERD_COMPONENT_PORT"; then
             export EJABBERD_PID="$pid"
             return 0
         fi
@@ -461,10 +364,10 @@ ejabberd_stop() {
         # The VM takes SIGTERM as init:stop(): ejabberd stops its listeners, closes its
         # streams and Mnesia, then the VM exits (with erl_child_setup, its helper).
         kill -TERM "$pid" 2>/dev/null || true
-        if ! _ejabberd_wait_gone "$pid" 150; then
+        if ! xmpp_wait_gone "$pid" 150; then
             _ejabberd_say "ejabberd (pid $pid) did not stop within 15 s; killing it"
             kill -KILL "$pid" 2>/dev/null || true
-            _ejabberd_wait_gone "$pid" 50 || true
+            xmpp_wait_gone "$pid" 50 || true
         fi
     fi
     rm -f "$dir/server.pid"
@@ -481,7 +384,7 @@ ejabberd_restart() {
 # ejabberdctl does); its output on stdout, its exit status (0 on success).
 ejabberd_ctl() {
     local dir env_lines node port
-    dir=$(_ejabberd_dir "${1:-}") || return 1
+    dir=$(xmpp_instance_dir "${1:-}") || return 1
     shift
     if [[ ! -f "$dir/instance.env" ]]; then
         _ejabberd_say "error: no instance in $dir (run ejabberd_start first)"
@@ -493,7 +396,7 @@ ejabberd_ctl() {
     (
         cd "$dir" || exit 1
         mapfile -t vars <<<"$env_lines"
-        exec env "${vars[@]}" erl -name "ctl-$(_ejabberd_random 4)@127.0.0.1" \
+        exec env "${vars[@]}" erl -name "ctl-$(xmpp_random 4)@127.0.0.1" \
             -erl_epmd_port "$port" -start_epmd false -dist_listen false \
             -hidden -noinput -s ejabberd_ctl -extra "$node" "$@"
     ) </dev/null
@@ -502,7 +405,7 @@ ejabberd_ctl() {
 # ejabberd_adduser DIR user@host password
 ejabberd_adduser() {
     local dir jid=${2:-} password=${3:-} out
-    dir=$(_ejabberd_dir "${1:-}") || return 1
+    dir=$(xmpp_instance_dir "${1:-}") || return 1
     if [[ "$jid" != ?*@?* || -z "$password" ]]; then
         _ejabberd_say "usage: ejabberd_adduser DIR user@host password"
         return 1
@@ -533,7 +436,7 @@ _ejabberd_main() {
             ;;
         env)
             [[ $# -eq 2 ]] || { _ejabberd_say "usage: $0 env DIR"; return 2; }
-            dir=$(_ejabberd_dir "$2") || return 1
+            dir=$(xmpp_instance_dir "$2") || return 1
             [[ -f "$dir/instance.env" ]] || { _ejabberd_say "error: no instance in $dir"; return 1; }
             _ejabberd_export "$dir" "$(_ejabberd_pid "$dir")"
             _ejabberd_print_env

@@ -59,36 +59,14 @@
 # prosody_stop DIR: SIGTERM, then SIGKILL after 10 s; waits until the process is gone.
 # Does nothing if no server of DIR runs (safe in an EXIT trap).
 
-_prosody_say() { printf 'prosody.sh: %s\n' "$*" >&2; }
+# Shared helpers (xmpp_apt_install, xmpp_alive, xmpp_free_ports, ...).
+XMPP_SCRIPT=prosody.sh
+# shellcheck source=scripts/xmpp/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-_PROSODY_APT_UPDATED=
+_prosody_say() { xmpp_say "$@"; }
 
-_prosody_apt_install() {
-    local created_policy=0 status=0 log
-    log=$(mktemp "${TMPDIR:-/tmp}/tern-prosody-apt.XXXXXX")
-    # Debian starts a package's service on install unless policy-rc.d says no (101).
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\n# tern scripts/xmpp/prosody.sh: no service starts during its apt-get\nexit 101\n' \
-            >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        created_policy=1
-    fi
-    {
-        if [[ -z "$_PROSODY_APT_UPDATED" ]]; then
-            env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update &&
-                _PROSODY_APT_UPDATED=1
-        fi &&
-            env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y \
-                --no-install-recommends "$@"
-    } >"$log" 2>&1 || status=$?
-    if [[ $created_policy -eq 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
-    if [[ $status -ne 0 ]]; then
-        _prosody_say "apt-get install $* failed:"
-        tail -n 30 "$log" >&2
-    fi
-    rm -f "$log"
-    return "$status"
-}
+
 
 # The system's own prosody (Debian's service, config /etc/prosody) must neither run nor
 # start at boot: it would hold the standard ports and is no part of any test.
@@ -107,12 +85,12 @@ _prosody_quiet_system_service() {
     # Without systemd: Debian's init script cannot stop it (it looks for a process named
     # lua5.2, prosody runs as lua5.4), so stop the pid of the system's own pid file.
     pid=$(cat /run/prosody/prosody.pid 2>/dev/null || true)
-    if [[ "$pid" =~ ^[0-9]+$ ]] && _prosody_alive "$pid" &&
+    if [[ "$pid" =~ ^[0-9]+$ ]] && xmpp_alive "$pid" &&
         tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '/usr/bin/prosody' &&
         ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- '--config'; then
         _prosody_say "stopping the system's prosody service (pid $pid)"
         kill -TERM "$pid" 2>/dev/null || true
-        _prosody_wait_gone "$pid" 100 || kill -KILL "$pid" 2>/dev/null || true
+        xmpp_wait_gone "$pid" 100 || kill -KILL "$pid" 2>/dev/null || true
     fi
 }
 
@@ -128,95 +106,32 @@ prosody_install() {
             return 1
         fi
         _prosody_say "installing ${missing[*]} from Debian (apt-get)"
-        _prosody_apt_install "${missing[@]}" || return 1
+        xmpp_apt_install "${missing[@]}" || return 1
     fi
     if [[ $EUID -eq 0 ]]; then _prosody_quiet_system_service; fi
     return 0
 }
 
-# True if PID is a live process (a zombie, exited but not yet reaped, is not).
-_prosody_alive() {
-    local state
-    kill -0 "$1" 2>/dev/null || return 1
-    state=$(sed -n 's/^[0-9]* (.*) \([A-Z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null || true)
-    [[ -n "$state" && "$state" != Z && "$state" != X ]]
-}
 
-# Waits up to N tenths of a second for PID to end; reaps it if it is our child.
-_prosody_wait_gone() {
-    local pid=$1 n=$2 i
-    for ((i = 0; i < n; i++)); do
-        if ! _prosody_alive "$pid"; then
-            wait "$pid" 2>/dev/null || true
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
-}
 
-_prosody_dir() {
-    local dir=${1:-}
-    if [[ -z "$dir" ]]; then
-        _prosody_say "error: no instance directory given"
-        return 1
-    fi
-    mkdir -p "$dir" || return 1
-    dir=$(cd "$dir" && pwd) || return 1
-    if [[ "$dir" == *[\"\\\'$'\n']* ]]; then
-        _prosody_say "error: the directory's path must not contain quotes, backslashes or newlines: $dir"
-        return 1
-    fi
-    printf '%s\n' "$dir"
-}
 
 # The pid of DIR's server if it runs (checked against its command line), else nothing.
 _prosody_pid() {
     local dir=$1 pid
     pid=$(cat "$dir/server.pid" 2>/dev/null || true)
     [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-    if _prosody_alive "$pid" &&
+    if xmpp_alive "$pid" &&
         tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--config $dir/prosody.cfg.lua"; then
         printf '%s\n' "$pid"
     fi
 }
 
-# Two distinct free TCP ports on 127.0.0.1, below the ephemeral range (outgoing
-# connections never take them, so a restarted server gets them back).
-_prosody_free_ports() {
-    python3 - <<'EOF'
-import random, socket
-try:
-    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-except OSError:
-    low = 32768
-low = max(low, 12000)
-ports = []
-for _ in range(500):
-    port = random.randrange(10000, low)
-    if port in ports:
-        continue
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", port))
-        ports.append(port)
-    except OSError:
-        pass
-    finally:
-        s.close()
-    if len(ports) == 2:
-        break
-if len(ports) != 2:
-    raise SystemExit("no free ports")
-print(*ports)
-EOF
-}
 
 _prosody_write_config() {
     local dir=$1 c2s component secret xmpp_host component_host level user_opt=""
-    read -r c2s component < <(_prosody_free_ports) || return 1
+    read -r c2s component < <(xmpp_free_ports 2) || return 1
     [[ -n "$component" ]] || return 1
-    secret=${PROSODY_COMPONENT_SECRET:-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')}
+    secret=${PROSODY_COMPONENT_SECRET:-$(xmpp_random 16)}
     xmpp_host=${PROSODY_XMPP_HOST:-xmpp.test}
     component_host=${PROSODY_COMPONENT_HOST:-example.com}
     level=${PROSODY_LOG_LEVEL:-debug}
@@ -287,13 +202,10 @@ _prosody_export() {
     if [[ -n "$pid" ]]; then export PROSODY_PID="$pid"; fi
 }
 
-_prosody_port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
 
 prosody_start() {
     local dir pid i limit
-    dir=$(_prosody_dir "${1:-}") || return 1
+    dir=$(xmpp_instance_dir "${1:-}") || return 1
     prosody_install || return 1
     if [[ ! -f "$dir/prosody.cfg.lua" || ! -f "$dir/instance.env" ]]; then
         _prosody_write_config "$dir" || { _prosody_say "error: cannot write the configuration"; return 1; }
@@ -305,7 +217,7 @@ prosody_start() {
         return 0
     fi
     for port in "$PROSODY_C2S_PORT" "$PROSODY_COMPONENT_PORT"; do
-        if _prosody_port_open "$port"; then
+        if xmpp_port_open "$port"; then
             _prosody_say "error: port $port is already taken by another process"
             return 1
         fi
@@ -318,7 +230,7 @@ prosody_start() {
     echo "$pid" >"$dir/server.pid"
     limit=$((${PROSODY_START_TIMEOUT:-30} * 10))
     for ((i = 0; i < limit; i++)); do
-        if ! _prosody_alive "$pid"; then
+        if ! xmpp_alive "$pid"; then
             wait "$pid" 2>/dev/null || true
             _prosody_say "error: prosody exited during start; its output and log:"
             tail -n 20 "$dir/prosody.out" >&2 2>/dev/null || true
@@ -333,7 +245,7 @@ prosody_start() {
             prosody_stop "$dir"
             return 1
         fi
-        if _prosody_port_open "$PROSODY_C2S_PORT" && _prosody_port_open "$PROSODY_COMPONENT_PORT"; then
+        if xmpp_port_open "$PROSODY_C2S_PORT" && xmpp_port_open "$PROSODY_COMPONENT_PORT"; then
             export PROSODY_PID="$pid"
             return 0
         fi
@@ -352,10 +264,10 @@ prosody_stop() {
     pid=$(_prosody_pid "$dir")
     if [[ -n "$pid" ]]; then
         kill -TERM "$pid" 2>/dev/null || true
-        if ! _prosody_wait_gone "$pid" 100; then
+        if ! xmpp_wait_gone "$pid" 100; then
             _prosody_say "prosody (pid $pid) did not stop within 10 s; killing it"
             kill -KILL "$pid" 2>/dev/null || true
-            _prosody_wait_gone "$pid" 50 || true
+            xmpp_wait_gone "$pid" 50 || true
         fi
     fi
     rm -f "$dir/server.pid"
@@ -370,7 +282,7 @@ prosody_restart() {
 # prosody_adduser DIR user@host password
 prosody_adduser() {
     local dir jid=${2:-} password=${3:-} out
-    dir=$(_prosody_dir "${1:-}") || return 1
+    dir=$(xmpp_instance_dir "${1:-}") || return 1
     if [[ ! -f "$dir/prosody.cfg.lua" ]]; then
         _prosody_say "error: no instance in $dir (run prosody_start first)"
         return 1
@@ -404,7 +316,7 @@ _prosody_main() {
             ;;
         env)
             [[ $# -eq 2 ]] || { _prosody_say "usage: $0 env DIR"; return 2; }
-            dir=$(_prosody_dir "$2") || return 1
+            dir=$(xmpp_instance_dir "$2") || return 1
             [[ -f "$dir/instance.env" ]] || { _prosody_say "error: no instance in $dir"; return 1; }
             _prosody_export "$dir" "$(_prosody_pid "$dir")"
             _prosody_print_env

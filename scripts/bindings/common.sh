@@ -1,4 +1,5 @@
-# Shared by the SDK scripts in scripts/bindings: `source` it after setting SCRIPT_NAME.
+# Shared by the SDK scripts in scripts/bindings and by scripts/xmpp/slixmpp.sh: `source`
+# it after setting SCRIPT_NAME.
 # Messages go to stderr prefixed with the script's name; `elapsed START` prints the
 # seconds since `now` returned START; `quietly CMD...` sends CMD's output to $LOG and,
 # if CMD fails, prints the log's tail and exits.

@@ -37,17 +37,10 @@ LOG="$VENV.log"
 LOCK="$VENV.lock"
 MARKER="$VENV/.tern-xmpp-ready"
 
-say() { printf 'slixmpp.sh: %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
-quietly() {
-    if ! "$@" >>"$LOG" 2>&1; then
-        say "failed: $*"
-        tail -n 40 "$LOG" >&2
-        exit 1
-    fi
-}
+# say, die, now, elapsed, quietly (output to $LOG): shared with the SDK scripts.
+SCRIPT_NAME=slixmpp.sh
+# shellcheck source=scripts/bindings/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../bindings/common.sh"
 
 base=${TERN_XMPP_PYTHON:-}
 if [[ -z "$base" ]]; then

@@ -349,8 +349,9 @@ pub fn summarise(presence: &Presence) -> Result<(Show, Option<&str>, i8), Option
     }
 }
 
-/// `s` cut to at most `max` bytes on a character boundary.
-fn cut(s: &str, max: usize) -> &str {
+/// `s` cut to at most `max` bytes on a character boundary (the bridge cuts texts for
+/// XMPP with it too).
+pub fn cut(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

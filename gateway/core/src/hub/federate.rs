@@ -88,12 +88,15 @@ impl Hub {
         store: &mut dyn Store,
     ) -> Result<(), StoreError> {
         self.now = now;
-        let mut probes: Vec<(String, String)> = Vec::new();
-        for sub in store.subscriptions()? {
-            if self.federates(&sub.target) && !probes.iter().any(|(_, t)| *t == sub.target) {
-                probes.push((sub.watcher, sub.target));
-            }
-        }
+        // One probe per remote presentity, from one of its local watchers; sorted, so
+        // that the same state sends the same stanzas in the same order.
+        let mut probes: Vec<(String, String)> = self
+            .rosters
+            .targets()
+            .filter(|(target, _)| self.federates(target))
+            .map(|(target, watcher)| (watcher.to_string(), target.to_string()))
+            .collect();
+        probes.sort_unstable_by(|a, b| a.1.cmp(&b.1));
         let mut result = Ok(());
         for (from, to) in probes {
             let kind = SubKind::Probe;
@@ -306,10 +309,7 @@ impl Hub {
         if let Some(sent) = store.sent(&from, &id)? {
             // A resend: delivered once. If it was delivered and a receipt was asked
             // for, the receipt is sent again (the first may be what was lost).
-            let delivered = store
-                .devices(&sent.owner)?
-                .iter()
-                .any(|(_, d)| d.acked >= sent.seq);
+            let delivered = sent.seq <= super::inbox::delivered_upto(&sent.owner, store)?;
             if delivered && store.relay(&from, &id)?.is_some() {
                 let stanza = Outbound::Receipt {
                     from: to,

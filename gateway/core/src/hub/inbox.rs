@@ -413,7 +413,7 @@ impl Hub {
 
 /// The highest inbox sequence number any device of the principal acknowledged: every
 /// message at or below it has been delivered.
-fn delivered_upto(owner: &str, store: &dyn Store) -> Result<u64, StoreError> {
+pub(super) fn delivered_upto(owner: &str, store: &dyn Store) -> Result<u64, StoreError> {
     Ok(store
         .devices(owner)?
         .iter()

@@ -62,6 +62,15 @@ impl Rosters {
             .map(String::as_str)
     }
 
+    /// Every presentity someone subscribes to, with one of its subscribers (the first
+    /// by address), in no particular order.
+    pub(super) fn targets(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.watchers.iter().filter_map(|(target, watchers)| {
+            let first = watchers.first()?;
+            Some((target.as_str(), first.as_str()))
+        })
+    }
+
     /// Adds (or re-slots) a subscription.
     pub(super) fn add(&mut self, watcher: &str, target: &str, slot: Slot) {
         let roster = self.watching.entry(watcher.into()).or_default();

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use minidom::Element;
 use tern_gateway_core::federation::{
-    self, Inbound, Outbound, SubKind, message_id, remote_tuple, summarise, xmpp_id,
+    self, Inbound, Outbound, SubKind, cut, message_id, remote_tuple, summarise, xmpp_id,
 };
 use tern_wire::ErrorCode;
 use tern_wire::addr::{Address, normalise_domain};
@@ -124,18 +124,6 @@ pub(crate) fn xml_text(text: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(text.chars().filter(|&c| xml_char(c)).collect())
     }
-}
-
-/// `text` cut to at most `max` bytes on a character boundary.
-fn cut(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// The element serialised, or `None` if it cannot be (never panics, unlike
